@@ -1,0 +1,83 @@
+"""Losses, one function per method. Each returns (scalar loss, stats dict of floats/tensors)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.algorithms.stats import masked_mean
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate (Schulman et al. 2017), token-averaged over the batch.
+
+    ρ_t = exp(log π − log π_old); loss_t = max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1−ε, 1+ε)).
+    All inputs (B, T). Stats: clip fraction and the k3 estimate of KL(π_old‖π) ("approx_kl").
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float | None = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """½·(V − R)², optionally the max with the clipped ½·(V_old + clip(V − V_old, ±c) − R)².
+
+    All inputs (B, T). `returns` R = Â + V_old (REFERENCES.md, PPO for LMs).
+    """
+    loss_unclipped = (values - returns) ** 2
+    if clip_range is None:
+        per_token = loss_unclipped
+        clipfrac = torch.zeros(())
+    else:
+        values_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+        loss_clipped = (values_clipped - returns) ** 2
+        per_token = torch.maximum(loss_unclipped, loss_clipped)
+        clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask).detach()
+    loss = 0.5 * masked_mean(per_token, mask)
+    return loss, {"value_clipfrac": clipfrac}
+
+
+def bradley_terry_loss(
+    reward_a: torch.Tensor,
+    reward_b: torch.Tensor,
+    label: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Pairwise Bradley–Terry loss (Christiano et al. 2017; Stiennon et al. 2020).
+
+    L = −[μ·log σ(r_a − r_b − m) + (1 − μ)·log σ(r_b − r_a − m)], averaged over the batch.
+    reward_a, reward_b: (B,); label μ: (B,) probability that a is preferred (1 hard, ½ tie,
+    soft in between; default 1); margin m: (B,) ≥ 0, default 0.
+    Stats: accuracy = fraction where the preferred side (μ > ½) scores higher (ties skipped).
+    """
+    diff = reward_a - reward_b
+    if label is None:
+        label = torch.ones_like(diff)
+    m = torch.zeros_like(diff) if margin is None else margin.to(diff.dtype)
+    loss = -(label * F.logsigmoid(diff - m) + (1 - label) * F.logsigmoid(-diff - m)).mean()
+    with torch.no_grad():
+        decided = label != 0.5
+        correct = ((diff > 0) == (label > 0.5)) & decided
+        accuracy = correct.float().sum() / decided.float().sum().clamp(min=1)
+    return loss, {"accuracy": accuracy, "reward_margin": diff.mean().detach()}

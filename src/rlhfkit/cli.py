@@ -1,0 +1,128 @@
+"""`rlhfkit <command>`: parse options into a config dataclass, call the library, print.
+
+Thin on purpose: no algorithm lives here. Heavy imports (torch, transformers) happen inside the
+command functions so that `rlhfkit --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
+from rlhfkit.data.schemas import KINDS, DataError
+from rlhfkit.generation.config import GenerationConfig
+from rlhfkit.trainers.config import QuickstartConfig
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from rlhfkit.trainers.quickstart import run_quickstart
+
+    cfg = config_from_args(QuickstartConfig, args)
+    run_quickstart(cfg)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from rlhfkit.generation.cli import run_generate
+
+    cfg = config_from_args(GenerationConfig, args)
+    run_generate(cfg)
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from rlhfkit.data.loaders import load_records
+
+    result = load_records(args.file, args.kind, skip_invalid=args.skip_invalid, split=args.split)
+    report = {
+        "file": str(args.file),
+        "kind": args.kind,
+        "valid_rows": len(result.records),
+        "skipped_rows": len(result.skipped),
+    }
+    if args.json:
+        report["skipped"] = [{"row": s.row, "field": s.field, "reason": s.reason} for s in result.skipped]
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args.file}: {len(result.records)} valid {args.kind} rows", end="")
+        print(f", {len(result.skipped)} skipped" if result.skipped else "")
+        for s in result.skipped[:20]:
+            print(f"  skipped {s}")
+        if len(result.skipped) > 20:
+            print(f"  ... and {len(result.skipped) - 20} more")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhfkit",
+        description="Align language models with human and AI preferences (RLHF / RLAIF), end to end.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "quickstart",
+        help="the whole RLHF loop on the embedded default: sample, label, reward model, PPO, evaluate",
+        description="Sample pairs from the base policy, label them with a simulated human (gold scorer), "
+        "train a reward model, run PPO with LoRA against it, and compare base vs final policy on held-out prompts.",
+    )
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, QuickstartConfig)
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample responses for a file of prompts and write JSONL",
+        description="Batched sampling (greedy, temperature, top-k, top-p, beam, best-of-n) with the KV cache.",
+    )
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, GenerationConfig)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("data", help="inspect and validate data files")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    v = data_sub.add_parser(
+        "validate",
+        help="check a JSONL/CSV/Parquet file or saved HF dataset against a record kind",
+        description="Reads every row and reports the first bad one (file, row, field), or with "
+        "--skip-invalid counts and lists the skipped rows.",
+    )
+    v.add_argument("file", help="a .jsonl/.json/.csv/.parquet file or a folder saved by `datasets`")
+    v.add_argument("--kind", required=True, choices=sorted(KINDS), help="the record kind the rows must follow")
+    v.add_argument("--skip-invalid", action="store_true", help="skip bad rows (and report them) instead of stopping")
+    v.add_argument("--split", default=None, help="split to read from a saved DatasetDict (default: train)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_cmd_data_validate)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    # Commands defined next to their room (each module exposes `register(subparsers)`).
+    from rlhfkit.tabular.cli import register as register_gridworld
+
+    register_gridworld(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # peft calls a transformers property renamed in 5.x; nothing for a user to act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError) as err:
+        print(f"rlhfkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlhfkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`rlhfkit generate`: sample responses for a prompt file and write JSONL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from rlhfkit.config import ConfigError
+from rlhfkit.data.loaders import load_records, write_jsonl
+from rlhfkit.generation.config import GenerationConfig
+from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound, generate_batched
+
+
+def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
+    if spec.startswith("task:"):
+        from rlhfkit.tasks import get_task
+
+        try:
+            prompts = get_task(spec[5:]).prompts("test")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        result = load_records(spec, "prompt", skip_invalid=skip_invalid)
+        if result.skipped:
+            print(f"[rlhfkit] {spec}: skipped {len(result.skipped)} bad rows; first: {result.skipped[0]}")
+        prompts = [r.prompt for r in result.records]
+    return prompts[:limit] if limit else prompts
+
+
+def _reward_fn(spec: str, device):
+    if spec == "vader":
+        from rlhfkit.rewards.functions import vader_compound
+
+        return vader_compound
+    if spec.startswith("task:"):
+        from rlhfkit.tasks import get_task
+
+        return get_task(spec[5:]).gold
+    if Path(spec).is_dir():
+        from rlhfkit.models.heads import load_reward_model
+        from rlhfkit.rewards.functions import reward_model_scorer
+
+        return reward_model_scorer(load_reward_model(spec, device=device))
+    raise ConfigError(f"--reward {spec!r}: expected 'vader', task:NAME or a saved reward-model folder")
+
+
+def run_generate(cfg: GenerationConfig) -> list[dict]:
+    from rlhfkit.models import load_policy, resolve_device, resolve_precision
+
+    prompts = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    model, tokenizer = load_policy(cfg.model, device=device)
+    params = SamplingParams(
+        strategy=cfg.strategy, temperature=cfg.temperature, top_k=cfg.top_k if cfg.strategy in ("top_k",) else 0,
+        top_p=cfg.top_p if cfg.strategy == "top_p" else 1.0, num_beams=cfg.num_beams,
+        length_penalty=cfg.length_penalty, max_new_tokens=cfg.max_new_tokens,
+    )
+    chat = {"auto": None, "yes": True, "no": False}[cfg.chat]
+    kwargs = dict(chat=chat, compute_dtype=dtype)
+    if params.strategy != "beam":
+        kwargs["generator"] = generator
+    start = time.perf_counter()
+    rows: list[dict] = []
+    if cfg.best_of:
+        reward = _reward_fn(cfg.reward, device)
+        expanded = [p for p in prompts for _ in range(cfg.n)]
+        best, scores = best_of_n(model, tokenizer, expanded, cfg.best_of, reward, params, batch_size=cfg.batch_size,
+                                 progress="best-of-n", **kwargs)
+        for i, (prompt, response) in enumerate(zip(expanded, best)):
+            rows.append({"prompt": prompt, "response": response, "reward": float(scores[i].max()),
+                         "candidate_rewards": scores[i].tolist(), "best_of": cfg.best_of})
+        print(f"[rlhfkit] best-of-{cfg.best_of}: KL to the sampling policy ≤ {best_of_n_kl_bound(cfg.best_of):.3f} nats")
+    else:
+        expanded = [p for p in prompts for _ in range(cfg.n)]
+        rollouts = generate_batched(model, tokenizer, expanded, params, batch_size=cfg.batch_size, progress="generating", **kwargs)
+        for ro in rollouts:
+            lengths = ro.response_mask.sum(1).long().tolist()
+            total_lp = (ro.logprobs * ro.response_mask).sum(1).tolist()
+            for prompt, response, n_tok, lp, fin in zip(ro.prompts, ro.responses, lengths, total_lp, ro.finished.tolist()):
+                rows.append({"prompt": prompt, "response": response, "tokens": n_tok, "logprob": lp, "finished": fin})
+    write_jsonl(cfg.output, rows)
+    elapsed = time.perf_counter() - start
+    print(f"[rlhfkit] wrote {len(rows)} responses to {cfg.output} in {elapsed:.1f}s")
+    return rows

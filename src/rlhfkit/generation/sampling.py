@@ -1,0 +1,394 @@
+"""The decoding loops.
+
+Shapes: B prompts, P prompt tokens (left-padded so every prompt ends at the same column and the
+response starts right after it), T response tokens (right-padded after EOS), V vocabulary.
+
+`sample` runs one prefill pass over the prompts, then one cached step per token. Rows that have
+emitted EOS are dropped from the batch and the KV cache, so a batch costs what its unfinished
+rows cost. Each step normalises only a (B, V) slice; nothing of shape (B, T, V) is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from rlhfkit.types import Rollout
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token.
+
+    strategy: "greedy" (argmax), "sample" (plain temperature sampling), "top_k", "top_p", or
+    "beam". top_k / top_p also apply under "sample" when set (0 / 1.0 mean off).
+    """
+
+    strategy: str = "sample"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    max_new_tokens: int = 32
+    min_tokens_to_keep: int = 1
+
+    def __post_init__(self):
+        if self.strategy not in ("greedy", "sample", "top_k", "top_p", "beam"):
+            raise ValueError(f"strategy must be greedy, sample, top_k, top_p or beam, got {self.strategy!r}")
+        if self.strategy == "top_k" and self.top_k <= 0:
+            raise ValueError("strategy top_k needs top_k > 0")
+        if self.strategy == "top_p" and not 0.0 < self.top_p < 1.0:
+            raise ValueError("strategy top_p needs 0 < top_p < 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use strategy greedy for argmax), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Set every logit outside the top-k set and outside the top-p nucleus to −inf.
+
+    logits: (..., V). The nucleus is the smallest set of most likely tokens whose probability
+    reaches `top_p`; a token is kept iff the mass of the tokens ranked above it is < top_p.
+    At least `min_tokens_to_keep` tokens always survive.
+    """
+    out = logits
+    if top_k and top_k > 0:
+        k = min(max(top_k, min_tokens_to_keep), logits.shape[-1])
+        kth = torch.topk(out, k, dim=-1).values[..., -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(out, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits.float(), dim=-1)
+        mass_above = torch.cumsum(probs, dim=-1) - probs
+        remove_sorted = mass_above >= top_p
+        remove_sorted[..., :min_tokens_to_keep] = False
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        out = out.masked_fill(remove, float("-inf"))
+    return out
+
+
+def next_token(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row. logits: (B, V) -> (tokens (B,), logprobs (B,)).
+
+    The log-prob returned is that of the token under softmax(logits / temperature) before
+    top-k/top-p truncation — the policy's own distribution, which is what PPO's ratios and the
+    KL penalty need.
+    """
+    logits = logits.float()
+    if params.strategy == "greedy":
+        logp = torch.log_softmax(logits, dim=-1)
+        tokens = logp.argmax(-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    scaled = logits / params.temperature
+    logp = torch.log_softmax(scaled, dim=-1)
+    top_k = params.top_k if params.strategy in ("top_k", "sample") else 0
+    top_p = params.top_p if params.strategy in ("top_p", "sample") else 1.0
+    filtered = filter_logits(scaled, top_k, top_p, params.min_tokens_to_keep)
+    probs = torch.softmax(filtered, dim=-1)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded mask: 0 at the first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    params: SamplingParams,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Sample one response per (left-padded) prompt with the KV cache.
+
+    prompt_ids, prompt_mask: (B, P). Returns response_ids (B, T) right-padded with `pad_id`,
+    response_mask (B, T) float (EOS included), logprobs (B, T) (0 on padding) and finished
+    (B,) bool, with T ≤ max_new_tokens the longest response.
+    """
+    if params.strategy == "beam":
+        raise ValueError("use beam_search() for strategy 'beam'")
+    device = prompt_ids.device
+    B = prompt_ids.shape[0]
+    T = params.max_new_tokens
+    eos = torch.tensor(list(eos_ids), device=device)
+    tokens_out = torch.full((B, T), pad_id, dtype=torch.long, device=device)
+    logprobs_out = torch.zeros(B, T, device=device)
+    mask_out = torch.zeros(B, T, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+
+    attn = prompt_mask.long()
+    positions = _positions(attn)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    logits = out.logits[:, -1]  # (B, V)
+    next_pos = positions[:, -1] + 1  # (B,)
+    rows = torch.arange(B, device=device)  # which original rows are still generating
+    length = 0
+    for t in range(T):
+        token, logprob = next_token(logits, params, generator)
+        tokens_out[rows, t] = token
+        logprobs_out[rows, t] = logprob
+        mask_out[rows, t] = 1.0
+        length = t + 1
+        done = torch.isin(token, eos)
+        finished[rows[done]] = True
+        if t == T - 1 or bool(done.all()):
+            break
+        if bool(done.any()):  # drop finished rows from the batch and the cache
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            attn, next_pos, token, rows = attn[keep], next_pos[keep], token[keep], rows[keep]
+        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
+        out = model(
+            input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+            past_key_values=cache, use_cache=True,
+        )
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    return {
+        "response_ids": tokens_out[:, :length],
+        "response_mask": mask_out[:, :length],
+        "logprobs": logprobs_out[:, :length],
+        "finished": finished,
+    }
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    params: SamplingParams,
+    eos_ids: Sequence[int],
+    pad_id: int,
+) -> dict[str, torch.Tensor]:
+    """Beam search with `params.num_beams` beams per prompt and the KV cache.
+
+    A hypothesis's score is its summed log-prob divided by length**length_penalty. Returns the
+    best hypothesis per prompt: response_ids (B, T), response_mask (B, T), logprobs (B, T) (the
+    per-token log-probs along the chosen path), finished (B,), and scores (B,).
+    """
+    device = prompt_ids.device
+    B, nb, T = prompt_ids.shape[0], params.num_beams, params.max_new_tokens
+    eos = torch.tensor(list(eos_ids), device=device)
+    attn = prompt_mask.long().repeat_interleave(nb, 0)  # (B*nb, P)
+    ids = prompt_ids.repeat_interleave(nb, 0)
+    positions = _positions(attn)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B*nb, V)
+    V = logp.shape[-1]
+    next_pos = positions[:, -1] + 1
+    beam_scores = torch.full((B, nb), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    seqs = torch.zeros(B * nb, 0, dtype=torch.long, device=device)
+    seq_logps = torch.zeros(B * nb, 0, device=device)
+    finished: list[list[tuple[float, list[int], list[float], bool]]] = [[] for _ in range(B)]
+
+    def normalised(total: float, length: int) -> float:
+        return total / (length ** params.length_penalty)
+
+    for t in range(T):
+        candidates = (beam_scores.view(-1, 1) + logp).view(B, nb * V)
+        top_scores, top_idx = torch.topk(candidates, 2 * nb, dim=-1)  # (B, 2nb)
+        new_beam_src, new_tokens, new_scores = [], [], []
+        for b in range(B):
+            chosen = 0
+            for score, idx in zip(top_scores[b].tolist(), top_idx[b].tolist()):
+                if score == float("-inf"):
+                    break
+                src, token = b * nb + idx // V, idx % V
+                path = seqs[src].tolist() + [token]
+                path_lp = seq_logps[src].tolist() + [float(logp[src, token])]
+                if token in eos.tolist():
+                    finished[b].append((normalised(score, t + 1), path, path_lp, True))
+                    continue
+                if chosen < nb:
+                    new_beam_src.append(src)
+                    new_tokens.append(token)
+                    new_scores.append(score)
+                    chosen += 1
+            while chosen < nb:  # fewer live candidates than beams: pad with dead beams
+                new_beam_src.append(b * nb)
+                new_tokens.append(pad_id)
+                new_scores.append(float("-inf"))
+                chosen += 1
+        src_idx = torch.tensor(new_beam_src, device=device)
+        token_t = torch.tensor(new_tokens, device=device)
+        beam_scores = torch.tensor(new_scores, device=device).view(B, nb)
+        seq_logps = torch.cat([seq_logps[src_idx], logp[src_idx, token_t].unsqueeze(1)], dim=1)
+        seqs = torch.cat([seqs[src_idx], token_t[:, None]], dim=1)
+        done = all(
+            len(finished[b]) >= nb and max(f[0] for f in finished[b]) >= normalised(float(beam_scores[b].max()), t + 1)
+            for b in range(B)
+        )
+        if done or t == T - 1:
+            break
+        cache.batch_select_indices(src_idx)
+        attn = torch.cat([attn[src_idx], attn.new_ones(B * nb, 1)], dim=1)
+        next_pos = next_pos[src_idx]
+        out = model(input_ids=token_t[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                    past_key_values=cache, use_cache=True)
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        next_pos = next_pos + 1
+
+    best: list[tuple[float, list[int], list[float], bool]] = []
+    for b in range(B):
+        pool = list(finished[b])
+        for j in range(nb):  # unfinished beams compete too when the length limit is hit
+            score = float(beam_scores[b, j])
+            if score > float("-inf"):
+                pool.append((normalised(score, seqs.shape[1]), seqs[b * nb + j].tolist(), seq_logps[b * nb + j].tolist(), False))
+        best.append(max(pool, key=lambda h: h[0]))
+    length = max(len(h[1]) for h in best)
+    response_ids = torch.full((B, length), pad_id, dtype=torch.long, device=device)
+    response_mask = torch.zeros(B, length, device=device)
+    logprobs = torch.zeros(B, length, device=device)
+    for b, (_, path, path_lp, _) in enumerate(best):
+        response_ids[b, : len(path)] = torch.tensor(path, device=device)
+        response_mask[b, : len(path)] = 1.0
+        logprobs[b, : len(path)] = torch.tensor(path_lp, device=device)
+    return {
+        "response_ids": response_ids,
+        "response_mask": response_mask,
+        "logprobs": logprobs,
+        "finished": torch.tensor([h[3] for h in best], device=device),
+        "scores": torch.tensor([h[0] for h in best], device=device),
+    }
+
+
+def uses_chat_template(tokenizer, chat: bool | None) -> bool:
+    if chat is None:
+        return bool(getattr(tokenizer, "chat_template", None))
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat formatting requested but the tokenizer has no chat template")
+    return chat
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool | None = None, max_prompt_tokens: int | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise prompts, left-padded. chat=None: use the chat template when the tokenizer has one.
+
+    Returns prompt_ids, prompt_mask: (B, P). Over-long prompts keep their last tokens.
+    """
+    if uses_chat_template(tokenizer, chat):
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+        add_special = False
+    else:
+        texts, add_special = list(prompts), True
+    encoded = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in texts]
+    if max_prompt_tokens:
+        encoded = [e[-max_prompt_tokens:] for e in encoded]
+    if any(len(e) == 0 for e in encoded):
+        raise ValueError("a prompt tokenised to zero tokens; give every prompt some text")
+    P = max(len(e) for e in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(encoded), P), pad, dtype=torch.long)
+    mask = torch.zeros(len(encoded), P, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, P - len(e):] = torch.tensor(e)
+        mask[i, P - len(e):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+    """Text of each response without padding and special tokens (EOS included)."""
+    return [
+        tokenizer.decode(row[m > 0].tolist(), skip_special_tokens=True).strip()
+        for row, m in zip(response_ids.cpu(), response_mask.cpu())
+    ]
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    eos_ids: Sequence[int] | None = None,
+    chat: bool | None = None,
+    max_prompt_tokens: int | None = None,
+    generator: torch.Generator | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> Rollout:
+    """Sample (or beam-search) one response per prompt as one batch. Returns a `Rollout`."""
+    from rlhfkit.models.loading import autocast_context, eos_token_ids
+
+    device = next(model.parameters()).device
+    eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, chat, max_prompt_tokens, device)
+    was_training = model.training
+    model.eval()
+    with autocast_context(device, compute_dtype):
+        if params.strategy == "beam":
+            out = beam_search(model, prompt_ids, prompt_mask, params, eos_ids, pad_id)
+        else:
+            out = sample(model, prompt_ids, prompt_mask, params, eos_ids, pad_id, generator)
+    model.train(was_training)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=out["response_ids"],
+        response_mask=out["response_mask"],
+        logprobs=out["logprobs"],
+        prompts=list(prompts),
+        responses=decode_responses(tokenizer, out["response_ids"], out["response_mask"]),
+        finished=out["finished"],
+    )
+
+
+def generate_batched(model, tokenizer, prompts: Sequence[str], params: SamplingParams, batch_size: int = 32,
+                     progress: str | None = None, **kwargs) -> list[Rollout]:
+    """`generate` over many prompts in batches of `batch_size`, with an optional progress bar."""
+    from tqdm.auto import tqdm
+
+    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+    bar = tqdm(batches, desc=progress, disable=progress is None, unit="batch", dynamic_ncols=True)
+    return [generate(model, tokenizer, batch, params, **kwargs) for batch in bar]
+
+
+def best_of_n(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int,
+    reward_fn: Callable[[list[str], list[str]], Sequence[float]],
+    params: SamplingParams,
+    batch_size: int = 32,
+    **kwargs,
+) -> tuple[list[str], torch.Tensor]:
+    """Sample n responses per prompt and keep the one `reward_fn(prompts, responses)` scores best.
+
+    Returns (best responses, scores (len(prompts), n)). Its KL to the sampling policy is at most
+    log n − (n − 1)/n nats (REFERENCES.md, overoptimization).
+    """
+    if n < 1:
+        raise ValueError("best-of-n needs n >= 1")
+    expanded = [p for p in prompts for _ in range(n)]
+    rollouts = generate_batched(model, tokenizer, expanded, params, batch_size=batch_size, **kwargs)
+    responses = [r for ro in rollouts for r in ro.responses]
+    scores = torch.tensor([float(s) for s in reward_fn(expanded, responses)]).view(len(prompts), n)
+    best = scores.argmax(dim=1)
+    return [responses[i * n + int(j)] for i, j in enumerate(best)], scores
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """log n − (n − 1)/n: the KL (nats) of best-of-n to its base policy (exact without ties)."""
+    return math.log(n) - (n - 1) / n

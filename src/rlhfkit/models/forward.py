@@ -1,0 +1,53 @@
+"""Batched forward passes over prompt + response that return only what training needs."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
+
+
+def trim_padding(prompt_ids, prompt_mask, response_ids, response_mask):
+    """Drop prompt columns that are padding in every row (left) and response columns that are
+    padding in every row (right): the forward pass then costs what the longest row costs."""
+    keep_p = prompt_mask.bool().any(0).nonzero()
+    first = int(keep_p[0]) if len(keep_p) else 0
+    keep_r = response_mask.bool().any(0).nonzero()
+    last = int(keep_r[-1]) + 1 if len(keep_r) else 1
+    return prompt_ids[:, first:], prompt_mask[:, first:], response_ids[:, :last], response_mask[:, :last]
+
+
+def response_forward(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    value_head=None,
+    with_entropy: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One pass of `model` over [prompt | response].
+
+    prompt_*: (B, P) left-padded; response_*: (B, T) right-padded. Logits are computed only for
+    the T positions that predict response tokens (`logits_to_keep`), and only the chosen tokens'
+    log-probs are kept. Returns logprobs (B, T) in nats (0 on padding), and when asked values
+    (B, T) = V(s_t) from `value_head` on the last hidden state, entropy (B, T).
+    """
+    T = response_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
+    attention = torch.cat([prompt_mask.long(), response_mask.long()], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False,
+        logits_to_keep=T + 1, output_hidden_states=value_head is not None,
+    )
+    logits = out.logits[:, :-1]  # (B, T, V): position P−1+t predicts response token t
+    mask = response_mask.to(torch.float32)
+    result = {"logprobs": selected_token_logprobs(logits, response_ids) * mask}
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, -(T + 1):-1]  # (B, T, H), the state before token t
+        result["values"] = value_head(hidden).float() * mask
+    if with_entropy:
+        with torch.no_grad():
+            result["entropy"] = entropy_from_logits(logits) * mask
+    return result

@@ -1,0 +1,3 @@
+"""Trainers: readable loops (generate → score → shape → advantages → loss → step → log →
+checkpoint). Import the submodules directly (`rlhfkit.trainers.ppo`, `.reward`, `.quickstart`);
+this package file stays import-light for the CLI."""

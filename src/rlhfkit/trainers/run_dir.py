@@ -1,0 +1,66 @@
+"""A run's folder: runs/<name>/ with config.yaml, metrics.jsonl, samples.jsonl, summary.json,
+checkpoints/. Files that are rewritten are written atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import save_config
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe floats (NaN/inf as strings), tensors as numbers."""
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 2)() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, root: str | Path, name: str | None = None, overwrite: bool = False):
+        name = name or time.strftime("%Y%m%d-%H%M%S")
+        self.path = Path(root) / name
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        if overwrite:
+            for stale in ("metrics.jsonl", "samples.jsonl"):
+                (self.path / stale).unlink(missing_ok=True)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def save_config(self, cfg: Any) -> None:
+        save_config(cfg, self.path / "config.yaml")
+
+    def _append(self, filename: str, row: dict) -> None:
+        with open(self.path / filename, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_clean(row), ensure_ascii=False) + "\n")
+
+    def log_metrics(self, row: dict) -> None:
+        self._append("metrics.jsonl", row)
+
+    def log_samples(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._append("samples.jsonl", row)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.path / "summary.json", summary)

@@ -1,0 +1,168 @@
+"""Pure math with hand-worked expected values (derivations in comments; formulas from
+../shared/REFERENCES.md)."""
+
+import math
+
+import pytest
+import torch
+
+from rlhfkit.algorithms import (
+    AdaptiveKLController,
+    FixedKLController,
+    bradley_terry_loss,
+    entropy_from_logits,
+    gae,
+    gae_reference_loop,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    kl_penalized_token_rewards,
+    last_token_index,
+    masked_mean,
+    masked_var,
+    ppo_policy_loss,
+    ppo_value_loss,
+    selected_token_logprobs,
+    whiten,
+)
+
+X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+M = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def test_masked_mean_and_var():
+    # masked entries {1, 2, 4}: mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9;
+    # unbiased variance (42/9)/2 = 7/3, biased (42/9)/3 = 14/9.
+    assert masked_mean(X, M).item() == pytest.approx(7 / 3)
+    assert masked_var(X, M).item() == pytest.approx(7 / 3)
+    assert masked_var(X, M, unbiased=False).item() == pytest.approx(14 / 9)
+    # per row: row 0 -> (1+2)/2, row 1 -> 4
+    assert masked_mean(X, M, dim=1).tolist() == pytest.approx([1.5, 4.0])
+
+
+def test_whiten_zero_mean_and_keep_mean():
+    # (x − 7/3)/sqrt(7/3): 1 -> −0.872872, 2 -> −0.218218, 4 -> 1.091089; padding -> 0
+    w = whiten(X, M)
+    assert w[0, 0].item() == pytest.approx(-0.872872, abs=1e-5)
+    assert w[0, 1].item() == pytest.approx(-0.218218, abs=1e-5)
+    assert w[1, 0].item() == pytest.approx(1.091089, abs=1e-5)
+    assert w[0, 2].item() == 0 and w[1, 2].item() == 0
+    # zero_mean=False shifts the mean back: 1 -> −0.872872 + 7/3
+    assert whiten(X, M, zero_mean=False)[0, 0].item() == pytest.approx(-0.872872 + 7 / 3, abs=1e-5)
+
+
+def test_selected_token_logprobs_and_entropy():
+    # logits = log [1, 2, 3] -> softmax = [1/6, 2/6, 3/6]; token 2 has log-prob log(1/2)
+    logits = torch.log(torch.tensor([[[1.0, 2.0, 3.0]]]))
+    lp = selected_token_logprobs(logits, torch.tensor([[2]]))
+    assert lp.item() == pytest.approx(math.log(0.5))
+    # adding a constant to every logit changes nothing
+    assert selected_token_logprobs(logits + 7.0, torch.tensor([[0]])).item() == pytest.approx(math.log(1 / 6))
+    # entropy of [1/6, 1/3, 1/2] = −Σ p log p = 1.011404 nats
+    assert entropy_from_logits(logits).item() == pytest.approx(1.011404, abs=1e-5)
+
+
+def test_kl_estimators():
+    # π(a) = 0.5, π_ref(a) = 0.25: lr = log(0.25/0.5) = −ln 2
+    # k1 = −lr = ln 2; k2 = ½(ln 2)² = 0.240227; k3 = e^{−ln 2} − 1 + ln 2 = 0.193147
+    lp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
+    assert kl_k1(lp, ref).item() == pytest.approx(math.log(2))
+    assert kl_k2(lp, ref).item() == pytest.approx(0.5 * math.log(2) ** 2)
+    assert kl_k3(lp, ref).item() == pytest.approx(0.193147, abs=1e-6)
+    # k3 is never negative, k1 can be
+    lp2, ref2 = torch.tensor([math.log(0.25)]), torch.tensor([math.log(0.5)])
+    assert kl_k1(lp2, ref2).item() < 0 <= kl_k3(lp2, ref2).item()
+
+
+def test_kl_estimators_are_unbiased_on_a_known_pair():
+    # π = [0.7, 0.3], π_ref = [0.4, 0.6]: KL(π‖π_ref) = 0.7 ln(7/4) + 0.3 ln(3/6) = 0.183787.
+    # Exact expectations under π of k1 and k3 both equal it.
+    p = torch.tensor([0.7, 0.3])
+    q = torch.tensor([0.4, 0.6])
+    k1 = (p * kl_k1(p.log(), q.log())).sum().item()
+    k3 = (p * kl_k3(p.log(), q.log())).sum().item()
+    assert k1 == pytest.approx(0.183787, abs=1e-6)
+    assert k3 == pytest.approx(0.183787, abs=1e-6)
+
+
+def test_adaptive_kl_controller_follows_ziegler():
+    # e = clip(9/6 − 1, −0.2, 0.2) = 0.2; β = 0.1·(1 + 0.2·256/10000) = 0.100512
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    assert ctl.update(9.0, 256) == pytest.approx(0.100512)
+    # e = clip(3/6 − 1) = −0.2 (clipped from −0.5): β = 0.100512·(1 − 0.00512)
+    assert ctl.update(3.0, 256) == pytest.approx(0.100512 * (1 - 0.00512))
+    # within the band the error is not clipped: e = 6.6/6 − 1 = 0.1
+    ctl2 = AdaptiveKLController(0.1, target=6.0, horizon=100)
+    assert ctl2.update(6.6, 10) == pytest.approx(0.1 * (1 + 0.1 * 10 / 100))
+    assert FixedKLController(0.05).update(100.0, 64) == 0.05
+
+
+def test_shaping_puts_score_on_last_real_token():
+    # β = 0.5: −β·kl = [−0.05, −0.1, −0.15], the score 2.0 added at t = 2, padding 0
+    rewards = kl_penalized_token_rewards(
+        torch.tensor([2.0]), torch.tensor([[0.1, 0.2, 0.3, 9.0]]), 0.5, torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    )
+    assert rewards.tolist()[0] == pytest.approx([-0.05, -0.1, 1.85, 0.0])
+    assert last_token_index(torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])).tolist() == [1, 0, 2]
+
+
+def test_gae_hand_values():
+    # γ = 1, λ = 0.95 (REFERENCES.md, PPO for LMs); r = [0, 0, 1], V = [0.5, 0.4, 0.3], V_3 = 0
+    # δ2 = 1 − 0.3 = 0.7; δ1 = 0.3 − 0.4 = −0.1; δ0 = 0.4 − 0.5 = −0.1
+    # Â2 = 0.7; Â1 = −0.1 + 0.95·0.7 = 0.565; Â0 = −0.1 + 0.95·0.565 = 0.43675
+    r = torch.tensor([[0.0, 0.0, 1.0]])
+    v = torch.tensor([[0.5, 0.4, 0.3]])
+    adv, ret = gae(r, v, torch.ones(1, 3), gamma=1.0, lam=0.95)
+    assert adv.tolist()[0] == pytest.approx([0.43675, 0.565, 0.7])
+    assert ret.tolist()[0] == pytest.approx([0.93675, 0.965, 1.0])
+
+
+def test_gae_vectorised_equals_reference_loop_with_padding():
+    torch.manual_seed(1)
+    lengths = [5, 3, 1, 4]
+    T = 5
+    r, v = torch.randn(4, T), torch.randn(4, T)
+    mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths])
+    for gamma, lam in [(1.0, 0.95), (0.9, 0.8), (0.99, 1.0)]:
+        adv, ret = gae(r, v, mask, gamma, lam)
+        for b, n in enumerate(lengths):
+            expected = gae_reference_loop(r[b, :n].tolist(), v[b, :n].tolist(), gamma, lam)
+            assert adv[b, :n].tolist() == pytest.approx(expected, abs=1e-5)
+            assert adv[b, n:].abs().sum().item() == 0
+            assert ret[b, :n].tolist() == pytest.approx([a + x for a, x in zip(expected, v[b, :n].tolist())], abs=1e-5)
+
+
+def test_ppo_policy_loss_clipping():
+    # ratios [1.5, 0.5, 1.0], advantages [1, 1, −1], ε = 0.2:
+    # t0: max(−1.5, −1.2) = −1.2 (clipped); t1: max(−0.5, −0.8) = −0.5; t2: max(1, 1) = 1
+    # loss = (−1.2 − 0.5 + 1)/3 = −0.233333; clip fraction 1/3
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))
+    loss, stats = ppo_policy_loss(new, old, torch.tensor([[1.0, 1.0, -1.0]]), torch.ones(1, 3), 0.2)
+    assert loss.item() == pytest.approx(-0.7 / 3)
+    assert stats["clipfrac"].item() == pytest.approx(1 / 3)
+    # padding does not count: masking t2 gives (−1.2 − 0.5)/2
+    loss2, _ = ppo_policy_loss(new, old, torch.tensor([[1.0, 1.0, -1.0]]), torch.tensor([[1.0, 1.0, 0.0]]), 0.2)
+    assert loss2.item() == pytest.approx(-0.85)
+
+
+def test_ppo_value_loss_clipping():
+    # V = 1.0, V_old = 0.5, R = 2.0, c = 0.2: unclipped (1 − 2)² = 1; clipped V = 0.7 -> 1.69
+    # loss = ½·max = 0.845; without clipping ½·1 = 0.5
+    args = (torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[2.0]]), torch.ones(1, 1))
+    assert ppo_value_loss(*args, clip_range=0.2)[0].item() == pytest.approx(0.845)
+    assert ppo_value_loss(*args, clip_range=None)[0].item() == pytest.approx(0.5)
+
+
+def test_bradley_terry_loss():
+    a, b = torch.tensor([1.0]), torch.tensor([0.0])
+    # hard label: −log σ(1) = log(1 + e^{−1}) = 0.313262
+    assert bradley_terry_loss(a, b)[0].item() == pytest.approx(0.313262, abs=1e-6)
+    # tie μ = ½: ½[log(1 + e^{−1}) + log(1 + e^{1})] = ½(0.313262 + 1.313262) = 0.813262
+    assert bradley_terry_loss(a, b, torch.tensor([0.5]))[0].item() == pytest.approx(0.813262, abs=1e-6)
+    # margin m = 1: −log σ(1 − 1) = ln 2
+    assert bradley_terry_loss(a, b, margin=torch.tensor([1.0]))[0].item() == pytest.approx(math.log(2))
+    # label 0 means b preferred: −log σ(−1) = 1.313262
+    loss, stats = bradley_terry_loss(a, b, torch.tensor([0.0]))
+    assert loss.item() == pytest.approx(1.313262, abs=1e-6)
+    assert stats["accuracy"].item() == 0.0
