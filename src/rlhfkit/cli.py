@@ -7,6 +7,7 @@ command functions so that `rlhfkit --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -14,6 +15,12 @@ from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
 from rlhfkit.data.schemas import KINDS, DataError
 from rlhfkit.generation.config import GenerationConfig
 from rlhfkit.trainers.config import QuickstartConfig
+
+
+# Rooms that define their own commands (kept import-light: argparse only at module level).
+COMMAND_MODULES = [
+    "rlhfkit.tabular.cli",  # gridworld
+]
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -97,10 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_data_validate)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    # Commands defined next to their room (each module exposes `register(subparsers)`).
-    from rlhfkit.tabular.cli import register as register_gridworld
-
-    register_gridworld(sub)
+    # Commands defined next to their room: each module exposes `register(subparsers)`.
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
