@@ -166,3 +166,59 @@ def test_bradley_terry_loss():
     loss, stats = bradley_terry_loss(a, b, torch.tensor([0.0]))
     assert loss.item() == pytest.approx(1.313262, abs=1e-6)
     assert stats["accuracy"].item() == 0.0
+
+
+def test_reward_to_go():
+    # r = [1, 2, 3] (γ = 1): G = [6, 5, 3]; γ = 0.5: G2 = 3, G1 = 2 + 1.5 = 3.5, G0 = 1 + 1.75 = 2.75
+    from rlhfkit.algorithms import reward_to_go
+
+    r = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert reward_to_go(r, m).tolist()[0] == pytest.approx([6.0, 5.0, 3.0, 0.0])
+    assert reward_to_go(r, m, gamma=0.5).tolist()[0] == pytest.approx([2.75, 3.5, 3.0, 0.0])
+
+
+def test_rloo_equals_explicit_leave_one_out():
+    # group [1, 2, 6]: A_0 = 1 − (2+6)/2 = −3; A_1 = 2 − 3.5 = −1.5; A_2 = 6 − 1.5 = 4.5
+    from rlhfkit.algorithms import rloo_advantages
+
+    rewards = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    assert rloo_advantages(rewards, 3).tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    torch.manual_seed(3)
+    r = torch.randn(12)
+    explicit = [r[i] - torch.cat([r[(i // 4) * 4 : i], r[i + 1 : (i // 4 + 1) * 4]]).mean() for i in range(12)]
+    assert torch.allclose(rloo_advantages(r, 4), torch.stack(explicit), atol=1e-6)
+
+
+def test_group_normalized_advantages():
+    # group [1, 2, 3]: mean 2, sample std 1 -> [−1, 0, 1] / (1 + ε); a constant group -> 0
+    from rlhfkit.algorithms import group_normalized_advantages
+
+    out = group_normalized_advantages(torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0]), 3, eps=0.0)
+    assert out.tolist()[:3] == pytest.approx([-1.0, 0.0, 1.0])
+    assert group_normalized_advantages(torch.tensor([5.0, 5.0]), 2).tolist() == [0.0, 0.0]
+
+
+def test_loss_aggregation_modes_and_their_accumulation():
+    # two sequences: losses [1, 2 | pad] and [3, 4, 5]; lengths 2 and 3; max_len 4
+    # token_mean = 15/5 = 3; sequence_mean = (1.5 + 4)/2 = 2.75; constant = 15/(2·4) = 1.875
+    from rlhfkit.algorithms import aggregate_loss
+
+    per_token = torch.tensor([[1.0, 2.0, 9.0], [3.0, 4.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    full = {mode: aggregate_loss(per_token, mask, mode, mask.sum(), 2, 4).item() for mode in ("token_mean", "sequence_mean", "constant")}
+    assert full == pytest.approx({"token_mean": 3.0, "sequence_mean": 2.75, "constant": 1.875})
+    for mode, value in full.items():  # the two single-row micro-batches add up to the full batch
+        parts = sum(aggregate_loss(per_token[i : i + 1], mask[i : i + 1], mode, mask.sum(), 2, 4).item() for i in range(2))
+        assert parts == pytest.approx(value)
+
+
+def test_top_p_mask_keeps_the_nucleus_and_min_tokens():
+    from rlhfkit.algorithms.masking import top_p_mask
+
+    logits = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15]).log()
+    # p = 0.9 (NLPO default): masses above, in order 1, 3, 4, 2, 0: 0, 0.4, 0.7, 0.85, 0.95 -> all but 0
+    assert top_p_mask(logits, 0.9).tolist() == [False, True, True, True, True]
+    assert top_p_mask(logits, 0.5).tolist() == [False, True, False, True, False]
+    assert top_p_mask(logits, 0.5, min_tokens_to_keep=4).tolist() == [False, True, True, True, True]
+    assert top_p_mask(logits, 1.0).all()

@@ -4,12 +4,12 @@ import pytest
 
 from rlhfkit.cli import build_parser, main
 from rlhfkit.config import ConfigError, build_config, field_docs
-from rlhfkit.trainers.config import PPOConfig, QuickstartConfig
+from rlhfkit.trainers.config import QuickstartConfig, RLConfig
 
 
 def test_field_docstrings_become_help(capsys):
-    docs = field_docs(PPOConfig)
-    assert docs["clip_coef"] == "PPO ratio clip ε"
+    docs = field_docs(RLConfig)
+    assert docs["clip_coef"].startswith("ratio clip ε of the surrogate objective")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["quickstart", "--help"])
     out = capsys.readouterr().out

@@ -19,6 +19,10 @@ from rlhfkit.trainers.config import QuickstartConfig
 
 # Rooms that define their own commands (kept import-light: argparse only at module level).
 COMMAND_MODULES = [
+    "rlhfkit.trainers.offline_cli",  # sft, dpo
+    "rlhfkit.trainers.reward_cli",  # rm
+    "rlhfkit.trainers.rl_cli",  # rl, compare
+    "rlhfkit.feedback.cli",  # label, feedback
     "rlhfkit.tabular.cli",  # gridworld
 ]
 

@@ -125,3 +125,4 @@ class Rollout:
     values: "torch.Tensor | None" = None
     scores: "torch.Tensor | None" = None
     finished: "torch.Tensor | None" = None  # (B,) bool: ended with EOS
+    action_mask: "torch.Tensor | None" = None  # (B, T, V) bool: NLPO's allowed tokens per step

@@ -43,3 +43,38 @@ def gae_reference_loop(
     v = list(values) + [0.0]
     deltas = [rewards[t] + gamma * v[t + 1] - v[t] for t in range(T)]
     return [sum((gamma * lam) ** l * deltas[t + l] for l in range(T - t)) for t in range(T)]
+
+
+def reward_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """G_t = Σ_{t' ≥ t} γ^{t'−t} r_{t'} over right-padded (B, T) rewards (0 on padding)."""
+    B, T = rewards.shape
+    out = torch.zeros_like(rewards)
+    running = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(T)):
+        running = rewards[:, t] * mask[:, t] + gamma * running
+        out[:, t] = running * mask[:, t]
+    return out
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Leave-one-out baseline (Ahmadian et al. 2024): A_i = R_i − mean_{j≠i} R_j within each group.
+
+    rewards: (B,) with B = n_prompts·G, the G samples of a prompt adjacent. Returns (B,).
+    Uses the identity A_i = G/(G−1)·(R_i − mean_j R_j).
+    """
+    if group_size < 2:
+        raise ValueError("RLOO needs at least 2 samples per prompt")
+    grouped = rewards.view(-1, group_size)  # (n, G)
+    return (group_size / (group_size - 1) * (grouped - grouped.mean(1, keepdim=True))).view(-1)
+
+
+def group_normalized_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024): A_i = (r_i − mean(r)) / (std(r) + ε) within each group of G.
+
+    rewards: (B,) with the G samples of a prompt adjacent. std is the sample (Bessel) standard
+    deviation. Returns (B,); a group whose rewards are all equal gets 0.
+    """
+    if group_size < 2:
+        raise ValueError("group normalisation needs at least 2 samples per prompt")
+    grouped = rewards.view(-1, group_size)
+    return ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + eps)).view(-1)

@@ -8,6 +8,39 @@ import torch.nn.functional as F
 from rlhfkit.algorithms.stats import masked_mean
 
 
+def clipped_surrogate(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_coef: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token clipped surrogate loss max(−Â·ρ, −Â·clip(ρ, 1−ε, 1+ε)), ρ = exp(log π − log π_old).
+
+    All inputs (B, T). Returns (per-token loss (B, T), whether the clipped branch was taken (B, T)).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    return torch.maximum(unclipped, clipped), (clipped > unclipped)
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, total_tokens: torch.Tensor | float,
+                   total_sequences: int, max_len: int) -> torch.Tensor:
+    """This micro-batch's share of a mini-batch loss, so that summing the shares over the
+    micro-batches gives exactly the loss of the whole mini-batch (accumulation == full batch).
+
+    mode "token_mean": Σ loss / (tokens in the mini-batch)                    — PPO, REINFORCE++
+         "sequence_mean": Σ_seq (Σ_t loss / len_seq) / (sequences)             — GRPO
+         "constant": Σ loss / (sequences · max_len)                            — Dr. GRPO
+    per_token, mask: (B, T) for this micro-batch.
+    """
+    summed = per_token * mask
+    if mode == "token_mean":
+        return summed.sum() / total_tokens
+    if mode == "sequence_mean":
+        return (summed.sum(1) / mask.sum(1).clamp(min=1)).sum() / total_sequences
+    if mode == "constant":
+        return summed.sum() / (total_sequences * max_len)
+    raise ValueError(f"loss aggregation must be token_mean, sequence_mean or constant, got {mode!r}")
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -20,16 +53,14 @@ def ppo_policy_loss(
     ρ_t = exp(log π − log π_old); loss_t = max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1−ε, 1+ε)).
     All inputs (B, T). Stats: clip fraction and the k3 estimate of KL(π_old‖π) ("approx_kl").
     """
-    log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token, was_clipped = clipped_surrogate(logprobs, old_logprobs, advantages, clip_coef)
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
+        log_ratio = logprobs - old_logprobs
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+            "clipfrac": masked_mean(was_clipped.float(), mask),
             "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
-            "ratio_mean": masked_mean(ratio, mask),
+            "ratio_mean": masked_mean(torch.exp(log_ratio), mask),
         }
     return loss, stats
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from rlhfkit.algorithms.masking import masked_logits, top_p_mask
 from rlhfkit.types import Rollout
 
 
@@ -64,13 +65,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         kth = torch.topk(out, k, dim=-1).values[..., -1:]
         out = out.masked_fill(out < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(out, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits.float(), dim=-1)
-        mass_above = torch.cumsum(probs, dim=-1) - probs
-        remove_sorted = mass_above >= top_p
-        remove_sorted[..., :min_tokens_to_keep] = False
-        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
-        out = out.masked_fill(remove, float("-inf"))
+        out = masked_logits(out, top_p_mask(out, top_p, min_tokens_to_keep))
     return out
 
 
@@ -98,6 +93,35 @@ def next_token(
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
+class NucleusMasker:
+    """NLPO's action mask (Ramamurthy et al. 2022): at each step, the top-p nucleus of a frozen
+    *masking policy* run in lock-step with the sampler (its own KV cache), plus `keep_ids`
+    (special tokens) that are always allowed. Produces (B, V) bool masks."""
+
+    def __init__(self, mask_model, top_p: float = 0.9, min_tokens_to_keep: int = 100, keep_ids: Sequence[int] = ()):
+        self.model, self.top_p, self.min_keep, self.keep_ids = mask_model, top_p, min_tokens_to_keep, list(keep_ids)
+        self.cache = None
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        mask = top_p_mask(logits, self.top_p, self.min_keep)
+        if self.keep_ids:
+            mask[:, self.keep_ids] = True
+        return mask
+
+    def prefill(self, ids, attn, positions) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        return self._mask(out.logits[:, -1])
+
+    def advance(self, token, attn, positions) -> torch.Tensor:
+        out = self.model(input_ids=token[:, None], attention_mask=attn, position_ids=positions[:, None],
+                         past_key_values=self.cache, use_cache=True)
+        return self._mask(out.logits[:, -1])
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids for a left-padded mask: 0 at the first real token."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -112,12 +136,15 @@ def sample(
     eos_ids: Sequence[int],
     pad_id: int,
     generator: torch.Generator | None = None,
+    masker: NucleusMasker | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sample one response per (left-padded) prompt with the KV cache.
 
     prompt_ids, prompt_mask: (B, P). Returns response_ids (B, T) right-padded with `pad_id`,
     response_mask (B, T) float (EOS included), logprobs (B, T) (0 on padding) and finished
-    (B,) bool, with T ≤ max_new_tokens the longest response.
+    (B,) bool, with T ≤ max_new_tokens the longest response. With a `masker` (NLPO), tokens are
+    drawn from the policy renormalised over each step's mask, `logprobs` are of that masked
+    distribution, and the masks come back as action_mask (B, T, V) bool.
     """
     if params.strategy == "beam":
         raise ValueError("use beam_search() for strategy 'beam'")
@@ -137,8 +164,15 @@ def sample(
     logits = out.logits[:, -1]  # (B, V)
     next_pos = positions[:, -1] + 1  # (B,)
     rows = torch.arange(B, device=device)  # which original rows are still generating
+    action_masks = None
+    if masker is not None:
+        step_mask = masker.prefill(prompt_ids, attn, positions)
+        action_masks = torch.ones(B, T, logits.shape[-1], dtype=torch.bool, device=device)
     length = 0
     for t in range(T):
+        if masker is not None:
+            action_masks[rows, t] = step_mask
+            logits = masked_logits(logits, step_mask)
         token, logprob = next_token(logits, params, generator)
         tokens_out[rows, t] = token
         logprobs_out[rows, t] = logprob
@@ -151,6 +185,8 @@ def sample(
         if bool(done.any()):  # drop finished rows from the batch and the cache
             keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
+            if masker is not None:
+                masker.select(keep)
             attn, next_pos, token, rows = attn[keep], next_pos[keep], token[keep], rows[keep]
         attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
         out = model(
@@ -158,13 +194,18 @@ def sample(
             past_key_values=cache, use_cache=True,
         )
         logits = out.logits[:, -1]
+        if masker is not None:
+            step_mask = masker.advance(token, attn, next_pos)
         next_pos = next_pos + 1
-    return {
+    result = {
         "response_ids": tokens_out[:, :length],
         "response_mask": mask_out[:, :length],
         "logprobs": logprobs_out[:, :length],
         "finished": finished,
     }
+    if action_masks is not None:
+        result["action_mask"] = action_masks[:, :length]
+    return result
 
 
 @torch.no_grad()
@@ -326,8 +367,10 @@ def generate(
     max_prompt_tokens: int | None = None,
     generator: torch.Generator | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    masker: NucleusMasker | None = None,
 ) -> Rollout:
-    """Sample (or beam-search) one response per prompt as one batch. Returns a `Rollout`."""
+    """Sample (or beam-search) one response per prompt as one batch. Returns a `Rollout`
+    (with `action_mask` (B, T, V) when an NLPO `masker` restricts the actions)."""
     from rlhfkit.models.loading import autocast_context, eos_token_ids
 
     device = next(model.parameters()).device
@@ -340,9 +383,10 @@ def generate(
         if params.strategy == "beam":
             out = beam_search(model, prompt_ids, prompt_mask, params, eos_ids, pad_id)
         else:
-            out = sample(model, prompt_ids, prompt_mask, params, eos_ids, pad_id, generator)
+            out = sample(model, prompt_ids, prompt_mask, params, eos_ids, pad_id, generator, masker)
     model.train(was_training)
     return Rollout(
+        action_mask=out.get("action_mask"),
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
         response_ids=out["response_ids"],

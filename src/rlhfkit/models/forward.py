@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
+from rlhfkit.algorithms.masking import masked_logits
 
 
 def trim_padding(prompt_ids, prompt_mask, response_ids, response_mask):
@@ -25,6 +26,7 @@ def response_forward(
     response_mask: torch.Tensor,
     value_head=None,
     with_entropy: bool = False,
+    action_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """One pass of `model` over [prompt | response].
 
@@ -32,6 +34,8 @@ def response_forward(
     the T positions that predict response tokens (`logits_to_keep`), and only the chosen tokens'
     log-probs are kept. Returns logprobs (B, T) in nats (0 on padding), and when asked values
     (B, T) = V(s_t) from `value_head` on the last hidden state, entropy (B, T).
+    With an NLPO `action_mask` (B, T, V) bool, `logprobs` are of the policy renormalised over
+    the allowed tokens and `unmasked_logprobs` of the policy itself (what the KL penalty uses).
     """
     T = response_ids.shape[1]
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
@@ -44,6 +48,9 @@ def response_forward(
     logits = out.logits[:, :-1]  # (B, T, V): position P−1+t predicts response token t
     mask = response_mask.to(torch.float32)
     result = {"logprobs": selected_token_logprobs(logits, response_ids) * mask}
+    if action_mask is not None:
+        result["unmasked_logprobs"] = result["logprobs"]
+        result["logprobs"] = selected_token_logprobs(masked_logits(logits.float(), action_mask), response_ids) * mask
     if value_head is not None:
         hidden = out.hidden_states[-1][:, -(T + 1):-1]  # (B, T, H), the state before token t
         result["values"] = value_head(hidden).float() * mask

@@ -18,18 +18,17 @@ from contextlib import contextmanager
 
 import torch
 
+from rlhfkit.evaluation.policy_eval import sequence_kl
 from rlhfkit.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_ci
 from rlhfkit.generation.sampling import SamplingParams, generate_batched
 from rlhfkit.models import add_lora, load_policy, load_reward_model, resolve_device, resolve_precision
-from rlhfkit.models.forward import response_forward
-from rlhfkit.models.loading import autocast_context
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.config import QuickstartConfig
-from rlhfkit.trainers.ppo import PPOTrainer
+from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.trainers.reward import evaluate_pairs, train_reward_model
 from rlhfkit.trainers.run_dir import RunDir
-from rlhfkit.types import PairwiseRecord, Rollout
+from rlhfkit.types import PairwiseRecord
 
 GEN_BATCH = 32
 
@@ -72,22 +71,6 @@ def gold_order_accuracy(rm, pairs_with_gold) -> float:
     rejected = rm.score(prompts, [p.rejected for p, _ in usable])
     agree = [((c - r) > 0) == (g[0] > g[1]) for c, r, (_, g) in zip(chosen.tolist(), rejected.tolist(), usable)]
     return sum(agree) / len(agree)
-
-
-@torch.no_grad()
-def sequence_kl(policy, rollouts: list[Rollout], compute_dtype) -> list[float]:
-    """Per-sequence Σ_t k1 = Σ_t (log π − log π_ref) of sampled responses (an unbiased
-    estimate of KL(π‖π_ref) in nats), with the LoRA-disabled base as π_ref."""
-    out = []
-    device = next(policy.parameters()).device
-    for ro in rollouts:
-        args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
-        with autocast_context(device, compute_dtype):
-            lp = response_forward(policy, *args)["logprobs"]
-            with policy.disable_adapter():
-                ref = response_forward(policy, *args)["logprobs"]
-        out.extend(((lp - ref) * ro.response_mask).sum(1).tolist())
-    return out
 
 
 def _fmt_ci(mean: float, ci_low: float, ci_high: float) -> str:
@@ -149,7 +132,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     # 4. PPO against the learned reward
     with timer("PPO"):
         policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
-        trainer = PPOTrainer(
+        trainer = OnlineTrainer(
             policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=dtype, chat=task.chat,
             gold_fn=task.gold, logger=lambda s: run.log_metrics({"stage": "ppo", **s}),
         )

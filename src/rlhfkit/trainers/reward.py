@@ -1,27 +1,299 @@
-"""Pairwise Bradley–Terry reward-model training (Christiano et al. 2017; Stiennon et al. 2020).
+"""Reward-model training from every kind of feedback (REFERENCES.md, "Reward models").
 
-    for each batch of pairs: score both sides → BT loss with label μ and margin → step → log
+Each kind of label is a small typed class, as in lm-human-preferences' `label_types.py`: it owns
+its record type (the schema), how records become one training batch (the texts to score in one
+forward, plus target tensors), its loss, and which of its responses are reference outputs:
+
+    PairwiseLabels  Bradley–Terry with label μ (1 hard, ½ tie, soft in between) and margin m
+    RewriteLabels   the rewrite preferred over the original: one Bradley–Terry pair each
+    RankingLabels   InstructGPT's K-wise loss: all C(K,2) pairs of a prompt, scaled by 1/C(K,2)
+    RatingLabels    regression on standardised ratings
+    ThumbsLabels    binary cross-entropy, the score being the logit of P(thumbs up)
+
+The kind is chosen once (`LABEL_TYPES`); the loop is the same for all of them:
+
+    for each batch of records: to_batch → score every text (one forward; M columns for an
+    ensemble) → loss (averaged over members) → step → log;  evaluate held-out every epoch
+
+Held-out "accuracy" is pairwise for every kind (`concordance`): the fraction of the comparisons
+implied by the labels that the model orders correctly — pairs (ties skipped), all C(K,2) pairs
+of each ranking, and for ratings/thumbs every two responses to the same prompt with different
+labels (or, when no held-out prompt has two, any two responses with different labels).
+
+`run_reward_training(RMConfig)` is `rlhfkit rm`: load → split → train → centre → evaluate → save.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
 from rlhfkit.algorithms import bradley_terry_loss
-from rlhfkit.models.heads import RewardModel
+from rlhfkit.algorithms.reward_losses import (
+    concordance,
+    ensemble_mean_std,
+    ranking_loss,
+    rating_regression_loss,
+    thumbs_bce_loss,
+    uncertainty_penalized_score,
+)
+from rlhfkit.config import ConfigError
+from rlhfkit.data.schemas import DataError
+from rlhfkit.models.heads import RewardEnsemble, RewardModel
 from rlhfkit.trainers.config import RewardTrainConfig
-from rlhfkit.trainers.ppo import _check_finite
-from rlhfkit.types import PairwiseRecord
+from rlhfkit.trainers.common import check_finite
+from rlhfkit.types import PairwiseRecord, RankingRecord, RatingRecord, RewriteRecord, ThumbsRecord
+
+# ---------------------------------------------------------------------------------------------
+# Label types: schema → training batch → loss
 
 
-def _batch_tensors(pairs: Sequence[PairwiseRecord], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    labels = torch.tensor([p.label for p in pairs], dtype=torch.float32, device=device)
-    has_margin = any(p.margin is not None for p in pairs)
-    margins = torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32, device=device) if has_margin else None
-    return labels, margins
+@dataclass
+class LabelBatch:
+    """One batch of records as the texts to score and the targets of the kind's loss.
+
+    prompts, responses: the N texts scored in one forward (N = 2B for pairs, Σ K_b for rankings,
+    B for ratings/thumbs). targets: named (B, ...) tensors for the loss. order: (N,) float, higher
+    = better, and groups: (N,) long, which texts may be compared (one pair, one ranking, or one
+    prompt): together they define the held-out pairwise accuracy.
+    """
+
+    prompts: list[str]
+    responses: list[str]
+    targets: dict[str, torch.Tensor]
+    order: torch.Tensor
+    groups: torch.Tensor
+
+
+def _members_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, M, ...) per-member values -> (M·B, ...), member-major: one loss call over the result
+    averages the M members' losses (each over the same B items)."""
+    return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+
+def _prompt_groups(prompts: Sequence[str]) -> torch.Tensor:
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(p, len(ids)) for p in prompts], dtype=torch.long)
+
+
+class LabelType:
+    """A kind of feedback and its reward-model loss. Subclasses set `kind` (the `rlhfkit data`
+    record kind), `record_type`, and implement `to_batch` and `loss`."""
+
+    kind: ClassVar[str]
+    record_type: ClassVar[type]
+    compare_across_prompts: ClassVar[bool] = False
+    """Pointwise labels are on one scale for every prompt: when no held-out prompt has two
+    responses, accuracy falls back to pairs across prompts."""
+
+    def fit(self, records: Sequence[Any]) -> None:
+        """Learn what the kind needs from the training records (e.g. the rating scale)."""
+
+    def to_batch(self, records: Sequence[Any]) -> LabelBatch:
+        raise NotImplementedError
+
+    def loss(self, scores: torch.Tensor, batch: LabelBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """scores: (N, M) — each of the batch's N texts scored by M ensemble members (M = 1 for
+        one model). -> (loss averaged over members, stats)."""
+        raise NotImplementedError
+
+    def reference_responses(self, records: Sequence[Any]) -> tuple[list[str], list[str]]:
+        """(prompts, responses) that count as reference outputs for centring: every response."""
+        batch = self.to_batch(records)
+        return batch.prompts, batch.responses
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+class PairwiseLabels(LabelType):
+    """Bradley–Terry on (chosen, rejected): L = −[μ log σ(Δ − m) + (1 − μ) log σ(−Δ − m)],
+    Δ = r(chosen) − r(rejected), μ = `label` (1 hard, ½ tie, soft), m = `margin` (default 0)."""
+
+    kind = "pairwise"
+    record_type = PairwiseRecord
+
+    def pairs(self, records: Sequence[Any]) -> list[PairwiseRecord]:
+        return list(records)
+
+    def to_batch(self, records: Sequence[Any]) -> LabelBatch:
+        pairs = self.pairs(records)
+        B = len(pairs)
+        label = torch.tensor([p.label for p in pairs], dtype=torch.float32)  # (B,)
+        targets = {"label": label}
+        if any(p.margin is not None for p in pairs):
+            targets["margin"] = torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32)
+        # order: the preferred side 1, the other 0; a tie gives both ½ (not a comparison)
+        order = torch.cat([label, 1.0 - label])  # (2B,)
+        return LabelBatch(
+            prompts=[p.prompt for p in pairs] * 2,
+            responses=[p.chosen for p in pairs] + [p.rejected for p in pairs],
+            targets=targets,
+            order=order,
+            groups=torch.arange(B).repeat(2),
+        )
+
+    def loss(self, scores, batch):
+        B, M = batch.targets["label"].shape[0], scores.shape[1]
+        chosen, rejected = scores[:B], scores[B:]  # (B, M) each
+        label = batch.targets["label"].to(scores.device).repeat(M)  # (M·B,)
+        margin = batch.targets.get("margin")
+        margin = None if margin is None else margin.to(scores.device).repeat(M)
+        return bradley_terry_loss(_members_first(chosen), _members_first(rejected), label, margin)
+
+
+class RewriteLabels(PairwiseLabels):
+    """A rewrite is a pair: the annotator's rewrite preferred over the original (μ = 1).
+    The originals (the policy's own outputs) are the reference responses for centring."""
+
+    kind = "rewrite"
+    record_type = RewriteRecord
+
+    def pairs(self, records: Sequence[Any]) -> list[PairwiseRecord]:
+        return [PairwiseRecord(prompt=r.prompt, chosen=r.rewrite, rejected=r.original) for r in records]
+
+    def reference_responses(self, records):
+        return [r.prompt for r in records], [r.original for r in records]
+
+
+class RankingLabels(LabelType):
+    """InstructGPT's K-wise loss: each ranking of K responses (best first) is one batch element
+    whose C(K,2) Bradley–Terry pairs are averaged (`ranking_loss`); one forward per response."""
+
+    kind = "ranking"
+    record_type = RankingRecord
+
+    def to_batch(self, records: Sequence[Any]) -> LabelBatch:
+        K = max(len(r.responses) for r in records)
+        index = torch.zeros(len(records), K, dtype=torch.long)  # (B, K) into the flat texts
+        mask = torch.zeros(len(records), K, dtype=torch.bool)  # (B, K)
+        prompts, responses, order, groups = [], [], [], []
+        for b, r in enumerate(records):
+            k = len(r.responses)
+            index[b, :k] = torch.arange(len(responses), len(responses) + k)
+            mask[b, :k] = True
+            prompts += [r.prompt] * k
+            responses += list(r.responses)
+            order += [float(k - i) for i in range(k)]  # best first -> highest
+            groups += [b] * k
+        return LabelBatch(prompts, responses, {"index": index, "mask": mask},
+                          torch.tensor(order), torch.tensor(groups, dtype=torch.long))
+
+    def loss(self, scores, batch):
+        index, mask = batch.targets["index"].to(scores.device), batch.targets["mask"].to(scores.device)
+        M = scores.shape[1]
+        ranked = scores[index]  # (B, K, M)
+        return ranking_loss(_members_first(ranked.permute(0, 2, 1)), mask.repeat(M, 1))  # (M·B, K)
+
+
+class RatingLabels(LabelType):
+    """Regression on ratings standardised with the training ratings' mean and std, so a 1–5 and
+    a 1–10 scale train the same model: target t = (rating − mean) / std, loss (r − t)².
+    Pass `mean` and `std` to fix the scale yourself; `fit` fills in what is not given."""
+
+    kind = "rating"
+    record_type = RatingRecord
+    compare_across_prompts = True
+
+    def __init__(self, mean: float | None = None, std: float | None = None):
+        self.mean, self.std = mean, std
+
+    def fit(self, records):
+        ratings = torch.tensor([r.rating for r in records], dtype=torch.float64)
+        if self.mean is None:
+            self.mean = float(ratings.mean())
+        if self.std is None:
+            std = float(ratings.std(unbiased=False)) if len(ratings) > 1 else 0.0
+            if std == 0.0:
+                raise DataError(f"all {len(ratings)} training ratings equal {float(ratings[0])}; "
+                                "a rating reward model needs ratings that differ")
+            self.std = std
+
+    def to_batch(self, records):
+        if self.mean is None or self.std is None:
+            raise RuntimeError("RatingLabels needs the rating scale: call fit(training_records) first")
+        rating = torch.tensor([r.rating for r in records], dtype=torch.float32)
+        prompts = [r.prompt for r in records]
+        return LabelBatch(prompts, [r.response for r in records], {"target": (rating - self.mean) / self.std},
+                          rating, _prompt_groups(prompts))
+
+    def loss(self, scores, batch):
+        M = scores.shape[1]
+        return rating_regression_loss(_members_first(scores), batch.targets["target"].to(scores.device).repeat(M))
+
+    def reference_responses(self, records):
+        return [r.prompt for r in records], [r.response for r in records]
+
+    def describe(self):
+        return {"kind": self.kind, "rating_mean": self.mean, "rating_std": self.std,
+                "note": "targets are (rating − rating_mean) / rating_std"}
+
+
+class ThumbsLabels(LabelType):
+    """Binary cross-entropy on thumbs up/down; before centring, σ(score) estimates P(up)."""
+
+    kind = "thumbs"
+    record_type = ThumbsRecord
+    compare_across_prompts = True
+
+    def fit(self, records):
+        ups = sum(r.thumbs_up for r in records)
+        if ups in (0, len(records)):
+            side = "up" if ups else "down"
+            raise DataError(f"all {len(records)} training thumbs are {side}; a thumbs reward model needs both")
+
+    def to_batch(self, records):
+        up = torch.tensor([float(r.thumbs_up) for r in records])
+        prompts = [r.prompt for r in records]
+        return LabelBatch(prompts, [r.response for r in records], {"thumbs_up": up}, up, _prompt_groups(prompts))
+
+    def loss(self, scores, batch):
+        M = scores.shape[1]
+        loss, stats = thumbs_bce_loss(_members_first(scores), batch.targets["thumbs_up"].to(scores.device).repeat(M))
+        return loss, {"thumbs_accuracy": stats["accuracy"]}
+
+
+LABEL_TYPES: dict[str, type[LabelType]] = {
+    "pairwise": PairwiseLabels,
+    "ranking": RankingLabels,
+    "rating": RatingLabels,
+    "thumbs": ThumbsLabels,
+    "rewrite": RewriteLabels,
+}
+"""Label type of each feedback kind (`rlhfkit rm --kind`)."""
+
+_BY_RECORD = {cls.record_type: cls for cls in LABEL_TYPES.values()}
+
+
+def label_type_for(records: Sequence[Any], label_type: LabelType | str | None = None) -> LabelType:
+    """The label type to train `records` with: given (an instance or a kind name), or inferred
+    from the record type. All records must be of that type."""
+    if not records:
+        raise ConfigError("no training records: a reward model needs at least one labelled example")
+    if label_type is None:
+        first = type(records[0])
+        if first not in _BY_RECORD:
+            raise ConfigError(f"cannot train a reward model on {first.__name__} records; "
+                              f"use one of {', '.join(c.__name__ for c in _BY_RECORD)}")
+        label_type = _BY_RECORD[first]()
+    elif isinstance(label_type, str):
+        if label_type not in LABEL_TYPES:
+            raise ConfigError(f"unknown feedback kind {label_type!r}; one of {', '.join(LABEL_TYPES)}")
+        label_type = LABEL_TYPES[label_type]()
+    wrong = next((r for r in records if not isinstance(r, label_type.record_type)), None)
+    if wrong is not None:
+        raise ConfigError(f"{label_type.kind} training needs {label_type.record_type.__name__} records, "
+                          f"got a {type(wrong).__name__}; train one kind of feedback at a time")
+    return label_type
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
 
 
 def pairwise_forward(rm: RewardModel, pairs: Sequence[PairwiseRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,33 +305,71 @@ def pairwise_forward(rm: RewardModel, pairs: Sequence[PairwiseRecord]) -> tuple[
 
 
 @torch.no_grad()
+def evaluate_records(rm: RewardModel, records: Sequence[Any], label_type: LabelType | str | None = None,
+                     batch_size: int = 64) -> dict[str, Any]:
+    """Held-out metrics of any kind of feedback.
+
+    loss: the kind's own loss (member average). accuracy: pairwise accuracy of the model's score
+    (`rm.score`: mean − λ·std for an ensemble) over the comparisons the labels imply, `pairs` of
+    them, `accuracy_scope` "same_prompt" or "all_pairs" (see the module docstring); NaN without
+    comparisons. Plus the loss's own statistics (e.g. thumbs_accuracy, mae). For an ensemble:
+    member_accuracy_mean, and ensemble_std_mean — the mean over texts of the std across members
+    after centring each member on these texts (a head's constant is arbitrary under a pairwise
+    loss, so only differences in shape count as disagreement).
+    """
+    label = label_type_for(records, label_type)
+    batch = label.to_batch(records)
+    members = rm.member_scores(batch.prompts, batch.responses, batch_size=batch_size)  # (N, M)
+    loss, stats = label.loss(members, batch)
+    score = uncertainty_penalized_score(members, getattr(rm, "uncertainty_penalty", 0.0))  # (N,)
+    accuracy, pairs = concordance(score, batch.order, batch.groups)
+    scope = "same_prompt"
+    if pairs == 0 and label.compare_across_prompts:
+        accuracy, pairs, scope = *concordance(score, batch.order), "all_pairs"
+    result: dict[str, Any] = {k: float(v) for k, v in stats.items() if k not in ("accuracy", "pairs")}
+    result.update(loss=float(loss), accuracy=float(accuracy), pairs=int(pairs), accuracy_scope=scope)
+    if members.shape[1] > 1:
+        _, std = ensemble_mean_std(members - members.mean(0))
+        per_member = [float(concordance(members[:, m], batch.order, batch.groups if scope == "same_prompt" else None)[0])
+                      for m in range(members.shape[1])]
+        result.update(ensemble_std_mean=float(std.mean()), member_accuracy_mean=sum(per_member) / len(per_member))
+    return result
+
+
 def evaluate_pairs(rm: RewardModel, pairs: Sequence[PairwiseRecord], batch_size: int = 64) -> dict[str, float]:
-    """Held-out BT loss and accuracy (ties excluded from accuracy)."""
-    rm.eval()
-    losses, correct, decided = [], 0.0, 0.0
-    for i in range(0, len(pairs), batch_size):
-        batch = pairs[i : i + batch_size]
-        chosen, rejected = pairwise_forward(rm, batch)
-        labels, margins = _batch_tensors(batch, rm.device)
-        loss, stats = bradley_terry_loss(chosen, rejected, labels, margins)
-        n_decided = float((labels != 0.5).sum())
-        losses.append(float(loss) * len(batch))
-        correct += float(stats["accuracy"]) * n_decided
-        decided += n_decided
-    return {"loss": sum(losses) / max(len(pairs), 1), "accuracy": correct / max(decided, 1.0)}
+    """Held-out Bradley–Terry loss and accuracy of pairs (ties excluded from accuracy)."""
+    return evaluate_records(rm, pairs, PairwiseLabels(), batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
 
 
 def train_reward_model(
     rm: RewardModel,
-    train_pairs: Sequence[PairwiseRecord],
+    train_pairs: Sequence[Any],
     config: RewardTrainConfig,
-    eval_pairs: Sequence[PairwiseRecord] = (),
+    eval_pairs: Sequence[Any] = (),
     logger: Callable[[dict], None] | None = None,
     progress: bool = True,
-) -> dict[str, float]:
-    """Train `rm` in place. Returns the final held-out metrics (or training metrics without eval pairs)."""
+    *,
+    label_type: LabelType | str | None = None,
+) -> dict[str, Any]:
+    """Train `rm` (a `RewardModel` or `RewardEnsemble`) in place on records of one kind.
+
+    train_pairs / eval_pairs: records of one type (PairwiseRecord, RankingRecord, RatingRecord,
+    ThumbsRecord or RewriteRecord; the names are kept from when only pairs were supported).
+    label_type: a `LabelType` (or kind name) to use; default: inferred from the record type. It
+    is fitted on the training records (e.g. the rating scale). Returns the final held-out
+    metrics of `evaluate_records`, or, without eval records, the last epoch's mean training
+    loss and statistics. Does not centre the model (see `RewardModel.center`).
+    """
     from tqdm.auto import tqdm
 
+    label = label_type_for(train_pairs, label_type)
+    label.fit(train_pairs)
+    if eval_pairs:
+        label_type_for(eval_pairs, label)  # same kind, or a clear error before training
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     head_params = list(rm.head.parameters())
@@ -71,33 +381,183 @@ def train_reward_model(
     )
     order = list(range(len(train_pairs)))
     steps_per_epoch = (len(order) + config.batch_size - 1) // config.batch_size
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="reward model", disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"reward model ({label.kind})", disable=not progress,
+               unit="step", dynamic_ncols=True)
     step = 0
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     for epoch in range(config.epochs):
         rng.shuffle(order)
         rm.train()
+        epoch_rows = []
         for start in range(0, len(order), config.batch_size):
-            batch = [train_pairs[i] for i in order[start : start + config.batch_size]]
-            chosen, rejected = pairwise_forward(rm, batch)
-            labels, margins = _batch_tensors(batch, rm.device)
-            loss, stats = bradley_terry_loss(chosen, rejected, labels, margins)
-            _check_finite("reward-model loss", loss.detach(), step)
+            records = [train_pairs[i] for i in order[start : start + config.batch_size]]
+            batch = label.to_batch(records)  # schema → texts + targets
+            scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
+            loss, stats = label.loss(scores, batch)
+            check_finite("reward-model loss", loss.detach(), step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
-            _check_finite("reward-model gradient norm", grad_norm.detach(), step)
+            check_finite("reward-model gradient norm", grad_norm.detach(), step)
             optimizer.step()
-            row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()), "accuracy": float(stats["accuracy"])}
+            row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
+                   **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
+            epoch_rows.append(row)
             if logger:
                 logger(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{float(stats['accuracy']):.2f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
             step += 1
         if eval_pairs:
-            result = evaluate_pairs(rm, eval_pairs)
+            result = evaluate_records(rm, eval_pairs, label)
             if logger:
                 logger({"stage": "reward_model_eval", "epoch": epoch, **{f"eval/{k}": v for k, v in result.items()}})
+        else:
+            keys = [k for k in epoch_rows[0] if k not in ("stage", "step", "epoch")]
+            result = {k: sum(r[k] for r in epoch_rows) / len(epoch_rows) for k in keys}
     bar.close()
     rm.eval()
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# `rlhfkit rm`: files → run folder
+
+
+def split_by_prompt(records: Sequence[Any], fraction: float, seed: int = 0) -> tuple[list[Any], list[Any]]:
+    """Hold out about `fraction` of the records, whole prompts at a time (so no prompt is in
+    both halves, and the held-out prompts keep all their responses for comparisons). With a
+    single distinct prompt, records are split one by one. -> (train, held out)."""
+    if fraction <= 0:
+        return list(records), []
+    rng = random.Random(seed)
+    target = max(1, round(fraction * len(records)))
+    prompts = list(dict.fromkeys(r.prompt for r in records))
+    if len(prompts) >= 2:
+        rng.shuffle(prompts)
+        held: set[str] = set()
+        count = {p: 0 for p in prompts}
+        for r in records:
+            count[r.prompt] += 1
+        total = 0
+        for p in prompts[:-1]:  # always leave at least one prompt to train on
+            if total >= target:
+                break
+            held.add(p)
+            total += count[p]
+        return [r for r in records if r.prompt not in held], [r for r in records if r.prompt in held]
+    index = list(range(len(records)))
+    rng.shuffle(index)
+    held_index = set(index[:target])
+    return ([r for i, r in enumerate(records) if i not in held_index],
+            [r for i, r in enumerate(records) if i in held_index])
+
+
+def load_reference_responses(path: str | Path) -> tuple[list[str], list[str]]:
+    """(prompts, responses) from a file whose rows have `prompt` and `response` (e.g. the output
+    of `rlhfkit generate`, or a rating/thumbs file). Bad rows stop with file, row and field."""
+    from rlhfkit.data.loaders import iter_rows
+    from rlhfkit.data.schemas import RowError
+
+    prompts, responses = [], []
+    for rowno, row in iter_rows(path):
+        where = f"{path}: row {rowno}"
+        if isinstance(row, RowError):
+            raise DataError(f"{where}: field '{row.field}': {row.reason}")
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: field '(row)': expected an object with named fields")
+        for name in ("prompt", "response"):
+            value = row.get(name)
+            if not isinstance(value, str) or (name == "response" and not value.strip()):
+                reason = "missing" if value is None else f"expected non-empty text, got {value!r:.60}"
+                raise DataError(f"{where}: field '{name}': {reason}")
+        prompts.append(row["prompt"])
+        responses.append(row["response"])
+    if not responses:
+        raise DataError(f"{path}: no reference responses (rows need 'prompt' and 'response')")
+    return prompts, responses
+
+
+def with_members(rm: RewardModel, members: int, uncertainty_penalty: float = 0.0) -> RewardModel:
+    """`rm` as a model of `members` heads: itself, or a fresh ensemble on its backbone."""
+    if members == rm.members:
+        if members > 1:
+            rm.uncertainty_penalty = float(uncertainty_penalty)
+        return rm
+    if rm.members == 1:
+        return RewardEnsemble.on_backbone_of(rm, members, uncertainty_penalty)
+    raise ConfigError(f"{rm.source} is a saved ensemble of {rm.members} heads; pass --ensemble {rm.members} "
+                      "to train it further (or start from its backbone folder)")
+
+
+def _load_split(cfg, echo: Callable[[str], None]) -> tuple[list[Any], list[Any], dict[str, int]]:
+    from rlhfkit.data.loaders import load_records
+
+    loaded = load_records(cfg.data, cfg.kind, skip_invalid=cfg.skip_invalid)
+    counts = {"skipped_train": len(loaded.skipped), "skipped_eval": 0}
+    for s in loaded.skipped[:5]:
+        echo(f"[rlhfkit] skipped {s}")
+    if len(loaded.skipped) > 5:
+        echo(f"[rlhfkit] ... and {len(loaded.skipped) - 5} more skipped rows")
+    if cfg.eval_data:
+        held = load_records(cfg.eval_data, cfg.kind, skip_invalid=cfg.skip_invalid)
+        counts["skipped_eval"] = len(held.skipped)
+        for s in held.skipped[:5]:
+            echo(f"[rlhfkit] skipped {s}")
+        train, evaluation = loaded.records, held.records
+    else:
+        train, evaluation = split_by_prompt(loaded.records, cfg.eval_fraction, cfg.seed)
+    if not train:
+        raise ConfigError(f"{cfg.data}: {len(loaded.records)} rows leave nothing to train on after holding out "
+                          f"--eval-fraction {cfg.eval_fraction}; lower it or pass --eval-data")
+    return train, evaluation, counts
+
+
+def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """`rlhfkit rm`: train a reward model on `cfg.data` (an `RMConfig`), evaluate it on held-out
+    feedback, centre it on reference responses, and write the run folder. Returns the summary.
+    `echo` receives the progress lines."""
+    from rlhfkit.models import load_reward_model, resolve_device
+    from rlhfkit.trainers.run_dir import RunDir
+
+    started = time.perf_counter()
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    label = LABEL_TYPES[cfg.kind]()
+    train, evaluation, counts = _load_split(cfg, echo)
+    if cfg.center_on:
+        references, centred_on = load_reference_responses(cfg.center_on), str(cfg.center_on)
+    else:
+        references, centred_on = label.reference_responses(train), "training responses"
+    device = resolve_device(cfg.device)
+    rm = with_members(load_reward_model(cfg.backbone, max_length=cfg.max_length, device=device),
+                      cfg.ensemble, cfg.uncertainty_penalty)
+    run = RunDir(cfg.output_dir, cfg.run_name or None, overwrite=cfg.overwrite)  # only once the inputs are good
+    run.save_config(cfg)
+    echo(f"[rlhfkit] run folder {run.path}  device {device}  {cfg.kind}: {len(train)} training rows, "
+          f"{len(evaluation)} held-out")
+
+    train_metrics = train_reward_model(rm, train, cfg.train_config(), evaluation, logger=run.log_metrics,
+                                       progress=progress, label_type=label)
+    offset = rm.center(*references)
+    final = evaluate_records(rm, evaluation, label) if evaluation else {}
+    if final:
+        run.log_metrics({"stage": "reward_model_final", **{f"eval/{k}": v for k, v in final.items()}})
+    rm.save(run.path / "reward_model")
+
+    summary = {
+        "kind": cfg.kind,
+        "data": cfg.data,
+        "eval_data": cfg.eval_data or f"{cfg.eval_fraction:g} of --data, by prompt",
+        "backbone": cfg.backbone,
+        "records": {"train": len(train), "eval": len(evaluation), **counts},
+        "label": label.describe(),
+        "eval": {k: (None if isinstance(v, float) and v != v else v) for k, v in final.items()},
+        "train": train_metrics if not evaluation else {},
+        "centering": {"on": centred_on, "responses": len(references[0]), "offset": offset},
+        "ensemble": {"members": rm.members, "uncertainty_penalty": getattr(rm, "uncertainty_penalty", 0.0)},
+        "reward_model": str(run.path / "reward_model"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    run.write_summary(summary)
+    return summary

@@ -33,10 +33,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class RunDir:
-    def __init__(self, root: str | Path, name: str | None = None, overwrite: bool = False):
+    def __init__(self, root: str | Path, name: str | None = None, overwrite: bool = False, resume: bool = False):
+        """resume: reuse the folder and append to its logs; overwrite: reuse it and start the logs anew."""
         name = name or time.strftime("%Y%m%d-%H%M%S")
         self.path = Path(root) / name
-        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+        if resume and not self.path.exists():
+            raise FileNotFoundError(f"cannot resume: run folder {self.path} does not exist")
+        if self.path.exists() and any(self.path.iterdir()) and not (overwrite or resume):
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)

@@ -1,0 +1,55 @@
+"""Sample a policy on held-out prompts and measure it: rewards, KL to the reference, diversity."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from rlhfkit.evaluation.metrics import distinct_n
+from rlhfkit.evaluation.stats import bootstrap_mean_ci
+from rlhfkit.generation.sampling import SamplingParams, generate_batched
+from rlhfkit.models.forward import response_forward
+from rlhfkit.models.loading import autocast_context
+from rlhfkit.types import Rollout
+
+
+@torch.no_grad()
+def sequence_kl(policy, rollouts: Sequence[Rollout], compute_dtype=torch.float32, reference=None) -> list[float]:
+    """Per-sequence Σ_t (log π − log π_ref) over sampled responses: an unbiased estimate of
+    KL(π‖π_ref) in nats. π_ref is `reference`, or the LoRA policy with its adapter disabled."""
+    out: list[float] = []
+    device = next(policy.parameters()).device
+    for ro in rollouts:
+        args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        with autocast_context(device, compute_dtype):
+            lp = response_forward(policy, *args)["logprobs"]
+            if reference is not None:
+                ref = response_forward(reference, *args)["logprobs"]
+            else:
+                with policy.disable_adapter():
+                    ref = response_forward(policy, *args)["logprobs"]
+        out.extend(((lp - ref) * ro.response_mask).sum(1).tolist())
+    return out
+
+
+def ci_dict(values: Sequence[float], seed: int = 0) -> dict[str, float]:
+    mean, lo, hi = bootstrap_mean_ci(values, seed=seed)
+    return {"mean": mean, "ci_low": lo, "ci_high": hi}
+
+
+def evaluate_samples(prompts: Sequence[str], responses: Sequence[str], scorers: dict[str, Callable], seed: int = 0) -> dict:
+    """Mean ± 95% bootstrap CI of each scorer, distinct-1/2 and mean length in words."""
+    result = {name: ci_dict(fn(list(prompts), list(responses)), seed) for name, fn in scorers.items()}
+    result["distinct_1"] = distinct_n(responses, 1)
+    result["distinct_2"] = distinct_n(responses, 2)
+    result["words_mean"] = sum(len(r.split()) for r in responses) / max(len(responses), 1)
+    return result
+
+
+def sample_policy(policy, tokenizer, prompts: Sequence[str], max_new_tokens: int, progress: str | None = None,
+                  **gen_kwargs) -> tuple[list[str], list[Rollout]]:
+    """One sample per prompt at temperature 1 (the policy itself). Returns (texts, rollouts)."""
+    rollouts = generate_batched(policy, tokenizer, list(prompts), SamplingParams(strategy="sample", max_new_tokens=max_new_tokens),
+                                progress=progress, **gen_kwargs)
+    return [r for ro in rollouts for r in ro.responses], rollouts

@@ -1,0 +1,135 @@
+"""Configs of `rlhfkit label` and `rlhfkit feedback ...` (no torch imports here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rlhfkit.config import ConfigError
+
+TASK_CHOICES = Literal["auto", "pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration"]
+
+
+@dataclass
+class LabelConfig:
+    """Label pairs (or rate responses) with an AI judge (RLAIF)."""
+
+    pairs: str = ""
+    """input file: pairwise rows (prompt, chosen, rejected[, label]: the label is taken as gold),
+    rows with prompt + responses [a, b], or `rlhfkit generate` output (prompt, response; two rows per
+    prompt). With --mode rating: rows with prompt + response"""
+    output: str = "ai_labels.jsonl"
+    """where to write the soft-labelled pairs (or ratings)"""
+    mode: Literal["pairwise", "rating"] = "pairwise"
+    """pairwise: soft preference labels; rating: expected 1-10 rating per response (direct RLAIF)"""
+    judge: str = "smollm2-135m-instruct"
+    """a local causal LM (the embedded default, a folder, an HF id, a .gguf file) or the base URL of an
+    OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1"""
+    judge_model: str = ""
+    """model name sent to an HTTP judge"""
+    api: Literal["completions", "chat"] = "completions"
+    """HTTP judge: /completions with logprobs (multi-token choices supported) or /chat/completions"""
+    api_key_env: str = "OPENAI_API_KEY"
+    """environment variable holding the HTTP judge's API key (unset: no key sent)"""
+    preamble: str = "helpful"
+    """built-in preamble (helpful, positive) or a text file with your own"""
+    examples: str = ""
+    """optional few-shot examples: a pairwise file (prompt, chosen, rejected) shown before each pair"""
+    debias: Literal["none", "swap"] = "swap"
+    """swap: judge both orders and average (removes position bias)"""
+    cot: bool = False
+    """chain of thought: a greedy rationale first, then score 1/2 after it"""
+    self_consistency: int = 0
+    """if > 0: sample this many rationales at --temperature and average their labels"""
+    temperature: float = 1.0
+    """sampling temperature of the self-consistency rationales"""
+    max_rationale_tokens: int = 64
+    """longest rationale (CoT and self-consistency)"""
+    chat: Literal["auto", "yes", "no"] = "auto"
+    """local judge: wrap the request in the model's chat template (auto: when it has one)"""
+    batch_size: int = 16
+    """local judge: prompts per forward pass"""
+    limit: int = 0
+    """label only the first N pairs (0: all)"""
+    seed: int = 0
+    """random seed (order in which each pair is shown; rationale sampling)"""
+    device: str = "auto"
+    """local judge: cpu, cuda, cuda:N, or auto"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """local judge: compute precision"""
+    timeout: float = 60.0
+    """HTTP judge: seconds to wait for one reply"""
+    retries: int = 3
+    """HTTP judge: retries after a timeout, connection error, 429 or 5xx (exponential back-off)"""
+    concurrency: int = 4
+    """HTTP judge: requests in flight at once"""
+    cache: str = "auto"
+    """SQLite file of cached judgements ('auto': $RLHFKIT_CACHE/judgements.sqlite, 'off': no cache)"""
+    report: str = ""
+    """also write the alignment table and settings as JSON to this file"""
+    skip_invalid: bool = False
+    """skip bad input rows (reported) instead of stopping"""
+
+    def __post_init__(self):
+        if not self.pairs:
+            raise ConfigError("--pairs is required: a file of pairs to label (or of responses, with --mode rating)")
+        if self.self_consistency < 0 or self.limit < 0:
+            raise ConfigError("--self-consistency and --limit must be >= 0")
+        if self.self_consistency and self.temperature <= 0:
+            raise ConfigError("--self-consistency samples rationales: --temperature must be > 0")
+        if self.max_rationale_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("--max-rationale-tokens and --batch-size must be >= 1")
+        if self.timeout <= 0 or self.retries < 0 or self.concurrency < 1:
+            raise ConfigError("--timeout must be > 0, --retries >= 0 and --concurrency >= 1")
+        if self.mode == "rating" and (self.cot or self.self_consistency):
+            raise ConfigError("--cot and --self-consistency apply to --mode pairwise only")
+
+
+@dataclass
+class ServeConfig:
+    """Serve the feedback page and its JSON API."""
+
+    db: str = "feedback.sqlite"
+    """the feedback database (SQLite; created if missing)"""
+    host: str = "127.0.0.1"
+    """address to listen on (0.0.0.0: every interface — annotators then reach it over the network)"""
+    port: int = 8000
+    """TCP port"""
+    overlap: int = 0
+    """labels wanted per item: each item is shown to annotators until this many have labelled it
+    (0: keep the database's setting, 1 for a new one)"""
+
+    def __post_init__(self):
+        if self.overlap < 0:
+            raise ConfigError("--overlap must be at least 1 (or 0 to keep the database's setting)")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("--port must lie in 0..65535")
+
+
+@dataclass
+class ImportConfig:
+    """Import items (a prompt and its candidate responses) to label."""
+
+    file: str = ""
+    """rows with prompt + responses, prompt + chosen/rejected, `rlhfkit generate` output, or prompts alone"""
+    db: str = "feedback.sqlite"
+    """the feedback database (created if missing)"""
+    task: TASK_CHOICES = "auto"
+    """what annotators do with each item (auto: 0 responses demonstration, 1 rating, 2 pairwise, 3+ ranking)"""
+    skip_invalid: bool = False
+    """skip bad rows (reported) instead of stopping"""
+
+
+@dataclass
+class ExportConfig:
+    """Export labels as training data that `rlhfkit rm` / `dpo` / `sft` read."""
+
+    db: str = "feedback.sqlite"
+    """the feedback database"""
+    kind: Literal["pairwise", "ranking", "rating", "thumbs", "rewrite", "sft"] = "pairwise"
+    """record kind to write (sft = written demonstrations)"""
+    output: str = ""
+    """output JSONL file (default: KIND.jsonl)"""
+    aggregate: Literal["each", "mean"] = "each"
+    """each: one row per label; mean: one row per item (pairwise: share of votes as a soft label,
+    rating: mean, ranking: Borda count, thumbs: majority)"""

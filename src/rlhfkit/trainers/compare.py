@@ -1,0 +1,127 @@
+"""`rlhfkit compare`: several alignment methods on one built-in task at matched sample budgets.
+
+Every training method may draw `sample_budget` samples from its policy: the online methods as
+steps × batch, DPO as pairs sampled from the base policy (2 per pair) and labelled by the gold
+scorer. Best-of-n costs n samples per query at inference and nothing in training. Each trained
+policy is then sampled once per held-out prompt, and the table reports gold reward ± 95% CI,
+KL to the reference (best-of-n: the bound log n − (n−1)/n), distinct-2 and wall time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
+from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
+from rlhfkit.tasks import get_task
+from rlhfkit.trainers.config import ALGORITHMS, CompareConfig, RLConfig
+from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.run_dir import RunDir
+from rlhfkit.types import PairwiseRecord
+
+
+def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, log):
+    policy, tokenizer = load_policy(cfg.policy, device=device)
+    policy = add_lora(policy)
+    group = 4 if method in ("rloo", "grpo") else 1
+    rl = RLConfig(
+        algo=method, steps=max(1, cfg.sample_budget // cfg.batch_size), batch_size=cfg.batch_size, group_size=group,
+        mini_batch_size=cfg.batch_size // 2, micro_batch_size=cfg.batch_size // 2,
+        ppo_epochs=2 if method in ("ppo", "nlpo") else 1, learning_rate=cfg.learning_rate,
+        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+    )
+    trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
+                            logger=lambda s: log({"method": method, **s}))
+    trainer.train(train_prompts)
+    return policy, tokenizer, rl.steps * rl.batch_size
+
+
+def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
+    from rlhfkit.trainers.dpo import train_dpo
+    from rlhfkit.trainers.offline_config import DPOConfig
+
+    policy, tokenizer = load_policy(cfg.policy, device=device)
+    n_pairs = cfg.sample_budget // 2
+    prompts = [p for p in train_prompts[:n_pairs] for _ in range(2)]
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    texts, _ = sample_policy(policy, tokenizer, prompts, cfg.max_new_tokens, "sampling DPO pairs", chat=task.chat,
+                             compute_dtype=dtype, generator=gen)
+    gold = task.gold(prompts, texts)
+    pairs = []
+    for i in range(0, len(texts), 2):
+        if gold[i] != gold[i + 1] and texts[i] != texts[i + 1]:
+            win, lose = (i, i + 1) if gold[i] > gold[i + 1] else (i + 1, i)
+            pairs.append(PairwiseRecord(prompt=prompts[i], chosen=texts[win], rejected=texts[lose]))
+    dpo_cfg = DPOConfig(data="(in memory)", loss="dpo", epochs=2, batch_size=16, micro_batch_size=16,
+                        learning_rate=5e-5 * 10, lora=True, seed=cfg.seed, save_merged=False,
+                        chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
+    result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype)
+    return result["policy"], tokenizer, len(texts)
+
+
+def run_compare(cfg: CompareConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
+    run.save_config(cfg)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    task = get_task(cfg.task)
+    train_prompts = task.prompts("train", seed=cfg.seed)
+    eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
+    scorers = {"gold": task.gold}
+    rows = []
+
+    def evaluate(name, policy, tokenizer, seconds, samples, has_adapter=True):
+        gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, f"evaluating {name}",
+                                        chat=task.chat, compute_dtype=dtype, generator=gen)
+        metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
+        kl = sequence_kl(policy, rollouts, dtype) if has_adapter else [0.0]
+        row = {"method": name, **metrics, "kl_to_reference": sum(kl) / len(kl), "train_samples": samples, "seconds": round(seconds, 1)}
+        rows.append(row)
+        run.log_samples([{"method": name, "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
+        run.log_metrics({"stage": "compare", **row})
+        print(f"[rlhfkit] {name}: gold {metrics['gold']['mean']:+.3f}, KL {row['kl_to_reference']:.2f}, {seconds:.0f}s")
+
+    base, tokenizer = load_policy(cfg.policy, device=device)
+    evaluate("base", base, tokenizer, 0.0, 0, has_adapter=False)
+    for method in cfg.methods:
+        start = time.perf_counter()
+        if method in ALGORITHMS:
+            policy, tok, samples = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics)
+            evaluate(method, policy, tok, time.perf_counter() - start, samples)
+        elif method == "dpo":
+            policy, tok, samples = _dpo(cfg, task, device, dtype, train_prompts, run.log_metrics)
+            evaluate("dpo", policy, tok, time.perf_counter() - start, samples)
+        else:  # best_of_n: a policy built at inference time from the base model and the gold scorer
+            params = SamplingParams(strategy="sample", max_new_tokens=cfg.max_new_tokens)
+            texts, _ = best_of_n(base, tokenizer, eval_prompts, cfg.best_of_n, task.gold, params, chat=task.chat,
+                                 compute_dtype=dtype, generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
+            metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
+            row = {"method": f"best_of_{cfg.best_of_n}", **metrics, "kl_to_reference": best_of_n_kl_bound(cfg.best_of_n),
+                   "kl_is_bound": True, "train_samples": 0, "inference_samples_per_query": cfg.best_of_n,
+                   "seconds": round(time.perf_counter() - start, 1)}
+            rows.append(row)
+            run.log_samples([{"method": row["method"], "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
+    summary = {"task": task.name, "policy": cfg.policy, "sample_budget": cfg.sample_budget, "eval_prompts": len(eval_prompts),
+               "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows}
+    run.write_summary(summary)
+    print()
+    print(format_table(rows))
+    print(f"\nrun folder: {run.path}")
+    return summary
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r["gold"]
+        kl = f"≤ {r['kl_to_reference']:.2f}" if r.get("kl_is_bound") else f"{r['kl_to_reference']:.2f}"
+        samples = f"{r['train_samples']}" + (f" (+{r['inference_samples_per_query']}/query)" if "inference_samples_per_query" in r else "")
+        lines.append(f"| {r['method']} | {g['mean']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] | {kl} | "
+                     f"{r['distinct_2']:.3f} | {samples} | {r['seconds']:.0f} |")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""`rlhfkit sft` and `rlhfkit dpo`: parse options into SFTConfig / DPOConfig, run, print.
+
+Thin: the loops live in trainers/sft.py and trainers/dpo.py. Only argparse (and our torch-free
+config helpers) are imported at module level so that `rlhfkit --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+DATA_FORMATS = """\
+data files: JSONL (one object per line), JSON list, CSV, Parquet, or a folder saved by `datasets`.
+Check one with `rlhfkit data validate FILE --kind KIND`.
+"""
+
+SFT_EPILOG = DATA_FORMATS + """
+SFT rows (kind sft): {"prompt": "...", "completion": "..."} or
+{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+(the last message is the assistant's demonstration; by default only it carries the loss).
+
+example:
+  rlhfkit sft --data demos.jsonl --eval-fraction 0.1 --epochs 2 --run-name my-sft
+"""
+
+DPO_EPILOG = DATA_FORMATS + """
+pairwise rows (kind pairwise): {"prompt": "...", "chosen": "...", "rejected": "...", "label": 1.0}
+(label optional: the probability that chosen is preferred; soft labels < 1 use the
+label-smoothed DPO loss −[μ·log σ(βh) + (1−μ)·log σ(−βh)]).
+--loss kto also reads thumbs rows (kind thumbs): {"prompt": "...", "response": "...", "thumbs_up": true};
+from pairwise files, chosen becomes desirable and rejected undesirable.
+
+examples:
+  rlhfkit dpo --data prefs.jsonl --eval-fraction 0.1 --beta 0.1
+  rlhfkit dpo --loss ipo --tau 0.1 --data prefs.jsonl
+  rlhfkit dpo --loss kto --data thumbs.jsonl
+"""
+
+
+def register(subparsers) -> None:
+    """Add `sft` and `dpo` to the top-level `rlhfkit` subparsers."""
+    from rlhfkit.config import add_config_arguments
+    from rlhfkit.trainers.offline_config import DPOConfig, SFTConfig
+
+    p = subparsers.add_parser(
+        "sft",
+        help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",
+        description=textwrap.fill(
+            "Fine-tune a causal LM on demonstrations with the loss on completion tokens (or all tokens), "
+            "optional packing, LoRA or full fine-tuning, gradient accumulation, eval loss and perplexity. "
+            "Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and checkpoints/final."),
+        epilog=SFT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, SFTConfig)
+    p.set_defaults(func=_cmd_sft)
+
+    p = subparsers.add_parser(
+        "dpo",
+        help="direct preference optimisation from offline data: DPO, IPO or KTO",
+        description=textwrap.fill(
+            "Train a policy directly on preferences against a frozen reference (the initial policy; with LoRA "
+            "its adapter-disabled base). Logs loss, implicit-reward accuracy and margins, chosen/rejected "
+            "log-probs. Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and checkpoints/final."),
+        epilog=DPO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, DPOConfig)
+    p.set_defaults(func=_cmd_dpo)
+
+
+def _run(run, cfg) -> int:
+    """Run a command; turn model-not-found, busy run folders and NaN stops into one-line errors."""
+    from rlhfkit.config import ConfigError
+    from rlhfkit.models.loading import ModelNotFoundError
+    from rlhfkit.trainers.common import NonFiniteError
+
+    try:
+        run(cfg)
+    except (ModelNotFoundError, FileExistsError) as err:
+        raise ConfigError(str(err)) from None
+    except NonFiniteError as err:
+        print(f"rlhfkit: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from rlhfkit.config import config_from_args
+    from rlhfkit.trainers.offline_config import SFTConfig
+    from rlhfkit.trainers.sft import run_sft
+
+    return _run(run_sft, config_from_args(SFTConfig, args))
+
+
+def _cmd_dpo(args: argparse.Namespace) -> int:
+    from rlhfkit.config import config_from_args
+    from rlhfkit.trainers.dpo import run_dpo
+    from rlhfkit.trainers.offline_config import DPOConfig
+
+    return _run(run_dpo, config_from_args(DPOConfig, args))

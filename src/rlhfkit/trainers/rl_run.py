@@ -1,0 +1,115 @@
+"""`rlhfkit rl`: build the policy, reward and prompts from a config, train with `OnlineTrainer`,
+evaluate before/after on held-out prompts, and leave a resumable run folder."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhfkit.config import ConfigError
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
+from rlhfkit.models.lora import frozen_copy
+from rlhfkit.rewards.spec import build_reward
+from rlhfkit.tasks import get_task
+from rlhfkit.trainers.config import RLRunConfig
+from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.run_dir import RunDir
+
+
+def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out prompts)."""
+    if not cfg.prompts:
+        return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)
+    from rlhfkit.data.loaders import load_records
+
+    records = [r.prompt for r in load_records(cfg.prompts, "prompt").records]
+    n_eval = min(cfg.eval_prompts, len(records) // 5)
+    return records[n_eval:], records[:n_eval]
+
+
+def run_rl(cfg: RLRunConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)
+    run.save_config(cfg)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    train_prompts, eval_prompts = _prompts(cfg, task)
+    chat = {"yes": True, "no": False, "auto": task.chat if not cfg.prompts else None}[cfg.chat]
+    reward_fn, weights = build_reward(cfg.reward, task, device)
+    ptx_examples = None
+    if cfg.ptx_coef > 0:
+        from rlhfkit.data.loaders import load_records
+
+        ptx_examples = load_records(cfg.ptx_data, "sft").records
+    policy, tokenizer = load_policy(cfg.policy, device=device)
+    reference = None
+    if cfg.lora:
+        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
+    else:
+        reference = frozen_copy(policy)
+        policy.requires_grad_(True)
+    gold_fn = task.gold if cfg.reward != "gold" and not cfg.prompts else None
+
+    def log(stats: dict) -> None:
+        components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
+        run.log_metrics({"stage": "rl", **stats, **components})
+
+    trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
+                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
+    last = run.checkpoints / "last"
+    if cfg.resume:
+        if not (last / "trainer_state.pt").exists():
+            raise ConfigError(f"--resume: no checkpoint at {last}")
+        trainer.load_checkpoint(last)
+        print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
+    print(f"[rlhfkit] {cfg.algo} on {len(train_prompts)} prompts, {cfg.prompts_per_step} prompts × {cfg.group_size} "
+          f"samples per step, reward {cfg.reward}; run folder {run.path}")
+    scorers = {"reward": reward_fn, **({"gold": task.gold} if not cfg.prompts else {})}
+    gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
+                      generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
+    summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
+    if cfg.eval_prompts and eval_prompts and trainer.step_count == 0:
+        if reference is None:
+            with policy.disable_adapter():
+                texts, _ = sample_policy(policy, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+        else:
+            texts, _ = sample_policy(reference, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+        summary["before"] = evaluate_samples(eval_prompts[: cfg.eval_prompts], texts, scorers, cfg.seed)
+    start = time.perf_counter()
+    history = trainer.train(train_prompts, checkpoint_dir=run.checkpoints, checkpoint_every=cfg.checkpoint_every)
+    summary["train_seconds"] = round(time.perf_counter() - start, 2)
+    trainer.save(run.checkpoints / "final")
+    trainer.save_checkpoint(last)
+    if cfg.eval_prompts and eval_prompts:
+        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating final", **gen_kwargs)
+        summary["after"] = evaluate_samples(eval_prompts[: cfg.eval_prompts], texts, scorers, cfg.seed)
+        summary["after"]["kl_to_reference"] = sum(sequence_kl(policy, rollouts, dtype, reference)) / len(texts)
+        run.log_samples([{"prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
+    summary["steps"] = trainer.step_count
+    summary["last_step"] = history[-1] if history else None
+    run.write_summary(summary)
+    _print(summary, run.path)
+    return summary
+
+
+def _fmt(e: dict) -> str:
+    return f"{e['mean']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
+
+
+def _print(summary: dict, path) -> None:
+    before, after = summary.get("before"), summary.get("after")
+    if after:
+        print(f"\n{'':16s} {'before':>24s} {'after':>24s}")
+        for key in ("reward", "gold"):
+            if key in after:
+                print(f"{key:16s} {_fmt(before[key]) if before else '':>24s} {_fmt(after[key]):>24s}")
+        print(f"{'distinct-2':16s} {before['distinct_2'] if before else float('nan'):>24.3f} {after['distinct_2']:>24.3f}")
+        print(f"{'KL to reference':16s} {'0':>24s} {after['kl_to_reference']:>24.2f}")
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f}s; run folder {path}")
