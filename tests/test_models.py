@@ -85,3 +85,25 @@ def test_embedded_reward_backbone_is_minilm():
     assert isinstance(rm, RewardModel) and rm.pooling == "mean"
     assert rm.backbone.config.hidden_size == 384 and rm.backbone.config.num_hidden_layers == 6
     assert rm.score(["p"], ["a fine answer"]).shape == (1,)
+
+
+def test_a_saved_lora_adapter_loads_merged(tmp_path, tiny_llama, tiny_tok):
+    from rlhfkit.models import add_lora, load_policy
+
+    tiny_llama.save_pretrained(tmp_path / "base")
+    tiny_tok.save_pretrained(tmp_path / "base")
+    base, _ = load_policy(str(tmp_path / "base"))
+    peft_model = add_lora(base, r=4, alpha=8)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.05)  # a non-trivial adapter
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tiny_tok.save_pretrained(tmp_path / "adapter")
+    merged, tok = load_policy(str(tmp_path / "adapter"))
+    ids = torch.tensor([tok("the movie was")["input_ids"]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        plain_base = tiny_llama(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, plain_base, atol=1e-3)

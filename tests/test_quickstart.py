@@ -44,8 +44,8 @@ def test_short_quickstart_writes_a_complete_run_folder(tmp_path, capsys):
 def test_quickstart_refuses_to_overwrite_a_run(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "summary.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        main(["quickstart", "--output-dir", str(tmp_path), "--run-name", "taken", "--rm-prompts", "16"])
+    assert main(["quickstart", "--output-dir", str(tmp_path), "--run-name", "taken", "--rm-prompts", "16"]) == 2
+    assert "exists and is not empty; pick another --run-name or pass --overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow

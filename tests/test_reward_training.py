@@ -171,7 +171,7 @@ def test_ensemble_trains_reports_disagreement_centres_and_round_trips(tiny_dir, 
 def test_bad_training_input_says_what_is_wrong():
     with pytest.raises(ConfigError, match="one kind of feedback at a time"):
         label_type_for([PairwiseRecord("p", "a", "b"), RatingRecord("p", "a", 3.0)])
-    with pytest.raises(ConfigError, match="no training records"):
+    with pytest.raises(ConfigError, match="no feedback records"):
         label_type_for([])
     with pytest.raises(DataError, match="all 2 training ratings equal 5.0"):
         RatingLabels().fit([RatingRecord("p", "a", 5.0), RatingRecord("q", "b", 5.0)])

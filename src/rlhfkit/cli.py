@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as err:
+        # FileNotFoundError covers ModelNotFoundError (a model name or path that resolves to nothing)
         print(f"rlhfkit: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,10 +21,33 @@ from rlhfkit.algorithms.losses import (
     ppo_policy_loss,
     ppo_value_loss,
 )
+from rlhfkit.algorithms.masking import masked_logits, top_p_mask
+from rlhfkit.algorithms.preference import dpo_loss, ipo_loss, kto_kl_estimate, kto_loss, sft_loss
+from rlhfkit.algorithms.reward_losses import (
+    concordance,
+    ensemble_mean_std,
+    ranking_loss,
+    rating_regression_loss,
+    thumbs_bce_loss,
+    uncertainty_penalized_score,
+)
 from rlhfkit.algorithms.shaping import kl_penalized_token_rewards, last_token_index
 from rlhfkit.algorithms.stats import masked_mean, masked_sum, masked_var, whiten
 
 __all__ = [
+    "concordance",
+    "dpo_loss",
+    "ensemble_mean_std",
+    "ipo_loss",
+    "kto_kl_estimate",
+    "kto_loss",
+    "masked_logits",
+    "ranking_loss",
+    "rating_regression_loss",
+    "sft_loss",
+    "thumbs_bce_loss",
+    "top_p_mask",
+    "uncertainty_penalized_score",
     "AdaptiveKLController",
     "aggregate_loss",
     "clipped_surrogate",

@@ -4,7 +4,7 @@ May import torch, transformers, peft, safetensors. Must not import trainers, eva
 feedback or cli.
 """
 
-from rlhfkit.models.heads import RewardModel, ValueHead, load_reward_model
+from rlhfkit.models.heads import RewardEnsemble, RewardModel, ValueHead, load_reward_model
 from rlhfkit.models.loading import (
     EMBEDDED_POLICY,
     EMBEDDED_REWARD_BACKBONE,
@@ -19,6 +19,7 @@ from rlhfkit.models.lora import add_lora, reference_forward
 __all__ = [
     "EMBEDDED_POLICY",
     "EMBEDDED_REWARD_BACKBONE",
+    "RewardEnsemble",
     "RewardModel",
     "ValueHead",
     "add_lora",

@@ -66,7 +66,8 @@ class RewardModel(nn.Module):
             )
         else:
             self.tokenizer.padding_side = "right"
-            texts = [p + r for p, r in zip(prompts, responses)]
+            # a space between prompt and response keeps the tokenizer from merging across the boundary
+            texts = [p + r if not p or p[-1].isspace() else f"{p} {r}" for p, r in zip(prompts, responses)]
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 

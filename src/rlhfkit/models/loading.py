@@ -130,8 +130,8 @@ def resolve_policy_path(name_or_path: str) -> tuple[str, str | None]:
             _convert_gguf(path, cached, digest)
         return str(cached), None
     if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(f"{path} is a folder without config.json; is it a saved HF model?")
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise ModelNotFoundError(f"{path} is a folder without config.json or adapter_config.json; is it a saved HF model?")
         return str(path), None
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
         return name_or_path, None  # a hub id; transformers resolves it (from its local cache if offline)
@@ -183,7 +183,20 @@ def load_policy(name_or_path: str = EMBEDDED_POLICY, dtype: torch.dtype = torch.
     from transformers import AutoModelForCausalLM
 
     path, _ = resolve_policy_path(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.exists() and not (Path(path) / "config.json").exists():
+        # a LoRA adapter saved by rlhfkit (rl/quickstart checkpoints): load its base, merge it in
+        import json
+
+        from peft import PeftModel
+
+        base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base_name:
+            raise ModelNotFoundError(f"{adapter} names no base model (base_model_name_or_path)")
+        base, _ = load_policy(base_name, dtype=dtype, device=device)
+        model = PeftModel.from_pretrained(base, path).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device)
     model.eval()
     tokenizer = load_tokenizer(name_or_path)

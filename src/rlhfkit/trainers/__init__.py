@@ -1,3 +1,3 @@
 """Trainers: readable loops (generate → score → shape → advantages → loss → step → log →
-checkpoint). Import the submodules directly (`rlhfkit.trainers.ppo`, `.reward`, `.quickstart`);
+checkpoint). Import the submodules directly (`rlhfkit.trainers.online`, `.reward`, `.sft`, `.dpo`, `.quickstart`, ...);
 this package file stays import-light for the CLI."""

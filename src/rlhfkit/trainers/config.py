@@ -159,7 +159,7 @@ class RLConfig:
 
 @dataclass
 class RewardTrainConfig:
-    """Pairwise Bradley–Terry reward-model training."""
+    """Reward-model training from any feedback kind (each kind's label class owns its loss)."""
 
     epochs: int = 2
     """passes over the training pairs"""

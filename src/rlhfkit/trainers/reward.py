@@ -274,7 +274,7 @@ def label_type_for(records: Sequence[Any], label_type: LabelType | str | None = 
     """The label type to train `records` with: given (an instance or a kind name), or inferred
     from the record type. All records must be of that type."""
     if not records:
-        raise ConfigError("no training records: a reward model needs at least one labelled example")
+        raise ConfigError("no feedback records: a reward model needs at least one labelled example")
     if label_type is None:
         first = type(records[0])
         if first not in _BY_RECORD:

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "rm",
         help="train a reward model from pairwise, ranking, rating, thumbs or rewrite feedback",
-        description="Train a reward model (a backbone + scalar head, or an ensemble of heads) on a file of "
+        description="Train a reward model (a backbone + scalar head, or an ensemble of heads) on a file of\n"
         "feedback, report held-out pairwise accuracy, centre it so reference responses score 0, and save it.",
         epilog=DATA_FORMATS,
         formatter_class=argparse.RawDescriptionHelpFormatter,

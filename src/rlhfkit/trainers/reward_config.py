@@ -25,7 +25,7 @@ class RMConfig:
     kind: LabelKind = "pairwise"
     """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original)"""
     eval_data: str = ""
-    """held-out file of the same kind (default: hold out --eval-fraction of the training rows)"""
+    """held-out file of the same kind; empty: hold out --eval-fraction of the training rows"""
     eval_fraction: float = 0.1
     """without --eval-data: fraction of training rows held out, whole prompts at a time (0: no held-out evaluation)"""
     skip_invalid: bool = False
@@ -39,7 +39,7 @@ class RMConfig:
     uncertainty_penalty: float = 0.0
     """λ for an ensemble: the model's score is mean − λ·std over its heads (0: the plain mean)"""
     center_on: str = ""
-    """file of reference responses (rows with prompt and response, e.g. `rlhfkit generate` output) that should score 0 on average; default: the responses of the training data"""
+    """file of reference responses (rows with prompt and response, e.g. `rlhfkit generate` output) that should score 0 on average; empty: the responses of the training data (for rewrites: the originals)"""
     epochs: int = 2
     """passes over the training rows"""
     batch_size: int = 16
@@ -59,7 +59,7 @@ class RMConfig:
     output_dir: str = "runs"
     """parent folder of run folders"""
     run_name: str = ""
-    """this run's folder name under output_dir (default: the date and time)"""
+    """this run's folder name under output_dir; empty: the date and time"""
     overwrite: bool = False
     """reuse a non-empty run folder"""
 
