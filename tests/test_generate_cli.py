@@ -1,6 +1,9 @@
 """`rlhfkit generate` end to end on a tiny model saved to disk (real loading code, local files)."""
 
 import json
+import math
+
+import pytest
 
 from rlhfkit.cli import main
 
@@ -42,10 +45,11 @@ def test_best_of_n_keeps_the_highest_reward(tmp_path, tiny_llama, tiny_tok):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "the movie was"}\n')
     out = tmp_path / "bon.jsonl"
-    assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(out), "--best-of", "6",
-                 "--reward", "vader", "--max-new-tokens", "6", "--chat", "no", "--precision", "fp32"]) == 0
+    assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(out), "--policy", "best_of_n",
+                 "--n", "6", "--reward", "vader", "--max-new-tokens", "6", "--chat", "no", "--precision", "fp32"]) == 0
     row = json.loads(out.read_text())
     assert len(row["candidate_rewards"]) == 6 and row["reward"] == max(row["candidate_rewards"])
+    assert row["kl_bound"] == pytest.approx(math.log(6) - 5 / 6)  # REFERENCES.md: log n − (n−1)/n
 
 
 def test_generate_bad_prompt_file_names_the_row(tmp_path, tiny_llama, tiny_tok, capsys):

@@ -35,7 +35,7 @@ def test_rl_rejects_bad_options(tmp_path, tiny_dir, capsys):
     assert main(["rl", "--policy", tiny_dir, "--algo", "grpo", "--group-size", "1"]) == 2
     assert "group_size must be at least 2" in capsys.readouterr().err
     assert main(["rl", "--policy", tiny_dir, "--reward", "nonsense", "--output-dir", str(tmp_path)]) == 2
-    assert "expected gold, vader, length or a saved reward-model folder" in capsys.readouterr().err
+    assert "expected gold, vader, length, judge or a saved reward-model folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["rl", "--algo", "trpo"])
 
@@ -50,3 +50,20 @@ def test_compare_prints_a_row_per_method(tmp_path, tiny_dir, capsys):
     assert bon["kl_to_reference"] == pytest.approx(1.3862944 - 0.75)  # log 4 − 3/4
     out = capsys.readouterr().out
     assert "| method | gold reward (95% CI)" in out and "| best_of_4 |" in out
+
+
+def test_reward_spec_weights_and_judge_factory():
+    from rlhfkit.rewards.spec import build_reward
+
+    calls = []
+
+    def fake_judge(argument):
+        calls.append(argument)
+        return lambda prompts, completions, **_: [0.5] * len(completions)
+
+    reward, weights = build_reward("vader=2,length=-1,judge:http://127.0.0.1:9/v1=0.5", named={"judge": fake_judge})
+    assert weights == {"vader": 2.0, "length": -1.0, "judge:http://127.0.0.1:9/v1": 0.5}
+    assert calls == ["http://127.0.0.1:9/v1"]
+    # 'I love it' has VADER compound 0.6369; 3 words -> length 0.03; judge 0.5:
+    # 2·0.6369 − 0.03 + 0.25 = 1.4938
+    assert reward(["p"], ["I love it"])[0] == pytest.approx(2 * 0.6369 - 0.03 + 0.25, abs=1e-4)

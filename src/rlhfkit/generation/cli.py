@@ -66,15 +66,15 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
         kwargs["generator"] = generator
     start = time.perf_counter()
     rows: list[dict] = []
-    if cfg.best_of:
+    if cfg.policy == "best_of_n":
         reward = _reward_fn(cfg.reward, device)
-        expanded = [p for p in prompts for _ in range(cfg.n)]
-        best, scores = best_of_n(model, tokenizer, expanded, cfg.best_of, reward, params, batch_size=cfg.batch_size,
+        best, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, params, batch_size=cfg.batch_size,
                                  progress="best-of-n", **kwargs)
-        for i, (prompt, response) in enumerate(zip(expanded, best)):
+        bound = best_of_n_kl_bound(cfg.n)
+        for i, (prompt, response) in enumerate(zip(prompts, best)):
             rows.append({"prompt": prompt, "response": response, "reward": float(scores[i].max()),
-                         "candidate_rewards": scores[i].tolist(), "best_of": cfg.best_of})
-        print(f"[rlhfkit] best-of-{cfg.best_of}: KL to the sampling policy ≤ {best_of_n_kl_bound(cfg.best_of):.3f} nats")
+                         "candidate_rewards": scores[i].tolist(), "best_of": cfg.n, "kl_bound": bound})
+        print(f"[rlhfkit] best-of-{cfg.n}: KL to the sampling policy ≤ log n − (n−1)/n = {bound:.3f} nats")
     else:
         expanded = [p for p in prompts for _ in range(cfg.n)]
         rollouts = generate_batched(model, tokenizer, expanded, params, batch_size=cfg.batch_size, progress="generating", **kwargs)

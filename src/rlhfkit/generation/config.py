@@ -32,12 +32,12 @@ class GenerationConfig:
     """beam score = summed log-prob / length**length_penalty"""
     max_new_tokens: int = 64
     """longest response"""
+    policy: Literal["sample", "best_of_n"] = "sample"
+    """sample: the model itself; best_of_n: draw --n candidates per prompt and keep the one --reward scores best"""
     n: int = 1
-    """responses per prompt"""
-    best_of: int = 0
-    """if > 0: sample this many per prompt and keep the best by --reward"""
+    """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for --best-of: 'vader', a saved reward-model folder, or task:NAME (the task's gold scorer)"""
+    """reward for best_of_n: 'vader', a saved reward-model folder, or task:NAME (the task's gold scorer)"""
     chat: Literal["auto", "yes", "no"] = "auto"
     """wrap prompts in the model's chat template (auto: when it has one)"""
     batch_size: int = 16
@@ -56,7 +56,7 @@ class GenerationConfig:
     def __post_init__(self):
         if not self.prompts:
             raise ConfigError("--prompts is required: a prompt file, or task:sentiment for built-in prompts")
-        if self.best_of and not self.reward:
-            raise ConfigError("--best-of needs --reward (vader, task:NAME or a saved reward-model folder)")
-        if self.best_of < 0 or self.n < 1:
-            raise ConfigError("--n must be >= 1 and --best-of >= 0")
+        if self.policy == "best_of_n" and not self.reward:
+            raise ConfigError("--policy best_of_n needs --reward (vader, task:NAME or a saved reward-model folder)")
+        if self.n < 1:
+            raise ConfigError("--n must be at least 1")

@@ -4,6 +4,9 @@
     vader                     VADER compound sentiment
     length                    response length in words / 100 (a test signal, or a penalty with a negative weight)
     PATH                      a reward model saved by rlhfkit (a folder)
+    judge / judge:MODEL       direct RLAIF: an LM judge's expected 1–10 rating rescaled to [−1, 1]
+                              (MODEL: a local model or an OpenAI-compatible URL; needs a factory
+                              passed in `named`, since judges live in the feedback room above this one)
     A=w1,B=w2                 a weighted sum, e.g. "runs/rm/reward_model=1.0,vader=0.5"
 """
 
@@ -19,16 +22,21 @@ def _length(prompts, completions, **_):
     return [len(c.split()) / 100.0 for c in completions]
 
 
-def build_reward(spec: str, task=None, device="cpu"):
-    """Returns (reward function, {name: weight})."""
+def build_reward(spec: str, task=None, device="cpu", named: dict | None = None):
+    """Returns (reward function, {name: weight}). `named` maps extra prefixes (e.g. "judge") to
+    factories `f(argument) -> reward function`, where the argument is the text after "prefix:"."""
     functions, weights = {}, {}
+    named = named or {}
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        name, _, weight = part.partition("=")
+        name, _, weight = part.rpartition("=") if "=" in part else (part, "", "")
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError(f"reward '{part}': weight '{weight}' is not a number") from None
-        if name == "gold":
+        prefix, _, argument = name.partition(":")
+        if prefix in named:
+            fn = named[prefix](argument)
+        elif name == "gold":
             if task is None:
                 raise ConfigError("reward 'gold' needs a task (--task) whose gold scorer to use")
             fn = task.gold
@@ -41,7 +49,8 @@ def build_reward(spec: str, task=None, device="cpu"):
 
             fn = reward_model_scorer(load_reward_model(name, device=device))
         else:
-            raise ConfigError(f"reward '{name}': expected gold, vader, length or a saved reward-model folder")
+            known = ", ".join(["gold", "vader", "length", *named])
+            raise ConfigError(f"reward '{name}': expected {known} or a saved reward-model folder")
         functions[name], weights[name] = fn, w
     if not functions:
         raise ConfigError("--reward is empty")

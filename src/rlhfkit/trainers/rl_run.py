@@ -29,6 +29,13 @@ def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
     return records[n_eval:], records[:n_eval]
 
 
+def _judge_factory(model: str):
+    """`--reward judge[:MODEL]`: direct RLAIF with an LM judge (default: the embedded SmolLM2)."""
+    from rlhfkit.feedback.labeler import judge_reward
+
+    return judge_reward(model or "smollm2-135m-instruct")
+
+
 def run_rl(cfg: RLRunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -42,7 +49,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         raise ConfigError(str(err)) from None
     train_prompts, eval_prompts = _prompts(cfg, task)
     chat = {"yes": True, "no": False, "auto": task.chat if not cfg.prompts else None}[cfg.chat]
-    reward_fn, weights = build_reward(cfg.reward, task, device)
+    reward_fn, weights = build_reward(cfg.reward, task, device, named={"judge": _judge_factory})
     ptx_examples = None
     if cfg.ptx_coef > 0:
         from rlhfkit.data.loaders import load_records
