@@ -1,6 +1,5 @@
 """Model loading, heads and checkpoints."""
 
-import json
 
 import pytest
 import torch

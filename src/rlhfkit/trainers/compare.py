@@ -56,7 +56,7 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
             win, lose = (i, i + 1) if gold[i] > gold[i + 1] else (i + 1, i)
             pairs.append(PairwiseRecord(prompt=prompts[i], chosen=texts[win], rejected=texts[lose]))
     dpo_cfg = DPOConfig(data="(in memory)", loss="dpo", epochs=2, batch_size=16, micro_batch_size=16,
-                        learning_rate=5e-5 * 10, lora=True, seed=cfg.seed, save_merged=False,
+                        learning_rate=cfg.dpo_learning_rate, lora=True, seed=cfg.seed, save_merged=False,
                         chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
     result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype)
     return result["policy"], tokenizer, len(texts)
@@ -116,7 +116,7 @@ def run_compare(cfg: CompareConfig) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
+    lines = ["| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         g = r["gold"]

@@ -325,9 +325,9 @@ class CompareConfig:
     batch_size: int = 32
     """responses per online iteration"""
     learning_rate: float = 3e-4
-    """LoRA learning rate of every method (DPO uses its own default)"""
-    init_kl_coef: float = 0.05
-    """KL coefficient β of the online methods"""
+    """LoRA learning rate of the online methods (each keeps its own published KL defaults)"""
+    dpo_learning_rate: float = 5e-4
+    """LoRA learning rate of DPO"""
     best_of_n: int = 16
     """n of the best-of-n policy (its cost is n samples per query at inference)"""
     eval_prompts: int = 64

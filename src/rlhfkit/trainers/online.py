@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,7 +69,6 @@ class State:
     score_mean: float = 0.0
     score_var: float = 1.0
     score_count: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.config import QuickstartConfig
 from rlhfkit.trainers.online import OnlineTrainer
-from rlhfkit.trainers.reward import evaluate_pairs, train_reward_model
+from rlhfkit.trainers.reward import train_reward_model
 from rlhfkit.trainers.run_dir import RunDir
 from rlhfkit.types import PairwiseRecord
 
