@@ -10,6 +10,7 @@ import torch
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
@@ -38,6 +39,7 @@ def _judge_factory(model: str):
 
 def run_rl(cfg: RLRunConfig) -> dict:
     torch.manual_seed(cfg.seed)
+    resolve_policy_path(cfg.policy)  # a wrong model name fails before a run folder is made
     name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
@@ -78,7 +80,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
     print(f"[rlhfkit] {cfg.algo} on {len(train_prompts)} prompts, {cfg.prompts_per_step} prompts × {cfg.group_size} "
           f"samples per step, reward {cfg.reward}; run folder {run.path}")
-    scorers = {"reward": reward_fn, **({"gold": task.gold} if not cfg.prompts else {})}
+    scorers = {"reward": reward_fn, **({"gold": task.gold} if gold_fn is not None else {})}
     gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
                       generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
