@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
+from rlhfkit.config import ConfigError, add_config_command
 from rlhfkit.data.schemas import KINDS, DataError
 from rlhfkit.generation.config import GenerationConfig
 from rlhfkit.trainers.config import QuickstartConfig
@@ -25,22 +25,6 @@ COMMAND_MODULES = [
     "rlhfkit.feedback.cli",  # label, feedback
     "rlhfkit.tabular.cli",  # gridworld
 ]
-
-
-def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from rlhfkit.trainers.quickstart import run_quickstart
-
-    cfg = config_from_args(QuickstartConfig, args)
-    run_quickstart(cfg)
-    return 0
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from rlhfkit.generation.cli import run_generate
-
-    cfg = config_from_args(GenerationConfig, args)
-    run_generate(cfg)
-    return 0
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
@@ -73,24 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "quickstart",
+    add_config_command(
+        sub, "quickstart", QuickstartConfig, "rlhfkit.trainers.quickstart:run_quickstart",
         help="the whole RLHF loop on the embedded default: sample, label, reward model, PPO, evaluate",
         description="Sample pairs from the base policy, label them with a simulated human (gold scorer), "
         "train a reward model, run PPO with LoRA against it, and compare base vs final policy on held-out prompts.",
     )
-    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    add_config_arguments(p, QuickstartConfig)
-    p.set_defaults(func=_cmd_quickstart)
-
-    p = sub.add_parser(
-        "generate",
+    add_config_command(
+        sub, "generate", GenerationConfig, "rlhfkit.generation.cli:run_generate",
         help="sample responses for a file of prompts and write JSONL",
         description="Batched sampling (greedy, temperature, top-k, top-p, beam, best-of-n) with the KV cache.",
     )
-    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    add_config_arguments(p, GenerationConfig)
-    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("data", help="inspect and validate data files")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -130,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         # FileNotFoundError covers ModelNotFoundError (a model name or path that resolves to nothing)
         print(f"rlhfkit: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        # trainers.common.NonFiniteError: a NaN/inf reward, loss or gradient stopped training
+        # before the weights were touched (not imported here: it would pull in torch)
+        print(f"rlhfkit: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rlhfkit: interrupted", file=sys.stderr)
         return 130

@@ -104,6 +104,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         group.add_argument(flag, **kwargs)
 
 
+def add_config_command(subparsers, name: str, cls: type, run: str, **parser_kwargs) -> argparse.ArgumentParser:
+    """A command whose options are the fields of dataclass `cls`, plus `--config FILE.yaml`.
+
+    `run` is "module:function"; the module is imported only when the command runs (so
+    `rlhfkit --help` stays free of torch) and the function is called with the built config.
+    Errors are turned into one-line messages by `rlhfkit.cli.main`.
+    """
+    import importlib
+
+    parser = subparsers.add_parser(name, **parser_kwargs)
+    parser.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(parser, cls)
+
+    def handler(args: argparse.Namespace) -> int:
+        module, function = run.split(":")
+        getattr(importlib.import_module(module), function)(config_from_args(cls, args))
+        return 0
+
+    parser.set_defaults(func=handler)
+    return parser
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():

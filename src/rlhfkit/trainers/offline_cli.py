@@ -7,7 +7,6 @@ config helpers) are imported at module level so that `rlhfkit --help` stays inst
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 DATA_FORMATS = """\
@@ -40,11 +39,11 @@ examples:
 
 def register(subparsers) -> None:
     """Add `sft` and `dpo` to the top-level `rlhfkit` subparsers."""
-    from rlhfkit.config import add_config_arguments
+    from rlhfkit.config import add_config_command
     from rlhfkit.trainers.offline_config import DPOConfig, SFTConfig
 
-    p = subparsers.add_parser(
-        "sft",
+    add_config_command(
+        subparsers, "sft", SFTConfig, "rlhfkit.trainers.sft:run_sft",
         help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",
         description=textwrap.fill(
             "Fine-tune a causal LM on demonstrations with the loss on completion tokens (or all tokens), "
@@ -53,12 +52,9 @@ def register(subparsers) -> None:
         epilog=SFT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    add_config_arguments(p, SFTConfig)
-    p.set_defaults(func=_cmd_sft)
 
-    p = subparsers.add_parser(
-        "dpo",
+    add_config_command(
+        subparsers, "dpo", DPOConfig, "rlhfkit.trainers.dpo:run_dpo",
         help="direct preference optimisation from offline data: DPO, IPO or KTO",
         description=textwrap.fill(
             "Train a policy directly on preferences against a frozen reference (the initial policy; with LoRA "
@@ -67,38 +63,3 @@ def register(subparsers) -> None:
         epilog=DPO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    add_config_arguments(p, DPOConfig)
-    p.set_defaults(func=_cmd_dpo)
-
-
-def _run(run, cfg) -> int:
-    """Run a command; turn model-not-found, busy run folders and NaN stops into one-line errors."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.models.loading import ModelNotFoundError
-    from rlhfkit.trainers.common import NonFiniteError
-
-    try:
-        run(cfg)
-    except (ModelNotFoundError, FileExistsError) as err:
-        raise ConfigError(str(err)) from None
-    except NonFiniteError as err:
-        print(f"rlhfkit: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmd_sft(args: argparse.Namespace) -> int:
-    from rlhfkit.config import config_from_args
-    from rlhfkit.trainers.offline_config import SFTConfig
-    from rlhfkit.trainers.sft import run_sft
-
-    return _run(run_sft, config_from_args(SFTConfig, args))
-
-
-def _cmd_dpo(args: argparse.Namespace) -> int:
-    from rlhfkit.config import config_from_args
-    from rlhfkit.trainers.dpo import run_dpo
-    from rlhfkit.trainers.offline_config import DPOConfig
-
-    return _run(run_dpo, config_from_args(DPOConfig, args))

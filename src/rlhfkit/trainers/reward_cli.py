@@ -51,22 +51,14 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from rlhfkit.config import ConfigError, config_from_args
+    from rlhfkit.config import config_from_args
     from rlhfkit.trainers.reward_config import RMConfig
 
     cfg = config_from_args(RMConfig, args)
-    from rlhfkit.models.loading import ModelNotFoundError
-    from rlhfkit.trainers.common import NonFiniteError
     from rlhfkit.trainers.reward import run_reward_training
 
-    try:
-        echo = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout: JSON only
-        summary = run_reward_training(cfg, echo=echo)
-    except (FileExistsError, ModelNotFoundError) as err:
-        raise ConfigError(str(err)) from None
-    except NonFiniteError as err:
-        print(f"rlhfkit: error: {err}", file=sys.stderr)
-        return 1
+    echo = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout: JSON only
+    summary = run_reward_training(cfg, echo=echo)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
