@@ -7,10 +7,11 @@ from typing import Callable, Sequence
 import torch
 
 from rlhfkit.evaluation.metrics import distinct_n
-from rlhfkit.evaluation.stats import bootstrap_mean_ci
+from rlhfkit.evaluation.stats import mean_ci
 from rlhfkit.generation.sampling import SamplingParams, generate_batched
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.loading import autocast_context
+from rlhfkit.models.lora import reference_forward
 from rlhfkit.types import Rollout
 
 
@@ -24,23 +25,15 @@ def sequence_kl(policy, rollouts: Sequence[Rollout], compute_dtype=torch.float32
         args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
         with autocast_context(device, compute_dtype):
             lp = response_forward(policy, *args)["logprobs"]
-            if reference is not None:
-                ref = response_forward(reference, *args)["logprobs"]
-            else:
-                with policy.disable_adapter():
-                    ref = response_forward(policy, *args)["logprobs"]
+            with reference_forward(policy, reference) as ref_model:
+                ref = response_forward(ref_model, *args)["logprobs"]
         out.extend(((lp - ref) * ro.response_mask).sum(1).tolist())
     return out
 
 
-def ci_dict(values: Sequence[float], seed: int = 0) -> dict[str, float]:
-    mean, lo, hi = bootstrap_mean_ci(values, seed=seed)
-    return {"mean": mean, "ci_low": lo, "ci_high": hi}
-
-
 def evaluate_samples(prompts: Sequence[str], responses: Sequence[str], scorers: dict[str, Callable], seed: int = 0) -> dict:
     """Mean ± 95% bootstrap CI of each scorer, distinct-1/2 and mean length in words."""
-    result = {name: ci_dict(fn(list(prompts), list(responses)), seed) for name, fn in scorers.items()}
+    result = {name: mean_ci(fn(list(prompts), list(responses)), seed) for name, fn in scorers.items()}
     result["distinct_1"] = distinct_n(responses, 1)
     result["distinct_2"] = distinct_n(responses, 2)
     result["words_mean"] = sum(len(r.split()) for r in responses) / max(len(responses), 1)

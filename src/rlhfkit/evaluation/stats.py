@@ -27,3 +27,13 @@ def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], n_resamples: int
     if a.shape != b.shape:
         raise ValueError(f"paired samples must have equal length, got {a.size} and {b.size}")
     return bootstrap_mean_ci(a - b, n_resamples, confidence, seed)
+
+
+def mean_ci(values: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """`bootstrap_mean_ci` as {"mean", "ci_low", "ci_high"} (how run summaries store it)."""
+    return dict(zip(("mean", "ci_low", "ci_high"), bootstrap_mean_ci(values, seed=seed)))
+
+
+def paired_mean_ci(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """`paired_bootstrap_ci` (mean of a − b) as {"mean", "ci_low", "ci_high"}."""
+    return dict(zip(("mean", "ci_low", "ci_high"), paired_bootstrap_ci(a, b, seed=seed)))

@@ -60,8 +60,9 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def reference_forward(policy: nn.Module, reference: nn.Module | None):
-    """Yield the module to run for reference log-probs: `reference` if given, else the LoRA
-    policy with its adapter disabled for the duration of the block."""
+    """Yield the module that plays the reference (for its log-probs, or to sample the base policy):
+    `reference` if given, else the LoRA policy with its adapter disabled for the duration of the
+    block (no gradients)."""
     if reference is not None:
         yield reference
         return

@@ -41,7 +41,7 @@ from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
 from rlhfkit.models.loading import autocast_context
-from rlhfkit.models.lora import is_lora
+from rlhfkit.models.lora import is_lora, reference_forward
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.types import Rollout
@@ -221,14 +221,9 @@ class OnlineTrainer:
         with self._autocast():
             out = response_forward(self.policy, *args, value_head=self.value_head, with_entropy=True,
                                    action_mask=ro.action_mask)
-            if self.anchor is not None:
-                anchor_lp = response_forward(self.anchor, *args)["logprobs"]
-            elif self.reference is not None:
-                anchor_lp = response_forward(self.reference, *args)["logprobs"]
-            else:
-                with self.policy.disable_adapter():
-                    anchor_lp = response_forward(self.policy, *args)["logprobs"]
-        out["anchor_logprobs"] = anchor_lp
+            # the previous-policy snapshot, else the frozen reference / adapter-disabled base
+            with reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
+                out["anchor_logprobs"] = response_forward(anchor, *args)["logprobs"]
         # the KL penalty uses the policy's own (unmasked) log-probs, also under NLPO
         out.setdefault("unmasked_logprobs", out["logprobs"])
         return out

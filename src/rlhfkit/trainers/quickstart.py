@@ -18,10 +18,10 @@ from contextlib import contextmanager
 
 import torch
 
-from rlhfkit.evaluation.policy_eval import sequence_kl
-from rlhfkit.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_ci
-from rlhfkit.generation.sampling import SamplingParams, generate_batched
+from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
+from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
 from rlhfkit.models import add_lora, load_policy, load_reward_model, resolve_device, resolve_precision
+from rlhfkit.models.lora import reference_forward
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.config import QuickstartConfig
@@ -88,7 +88,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     task = get_task(cfg.task)
     timer = StageTimer()
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    sampling = SamplingParams(strategy="sample", max_new_tokens=cfg.max_new_tokens)
     gen_kwargs = dict(chat=task.chat, generator=generator, compute_dtype=dtype, batch_size=GEN_BATCH)
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  task {task.name}")
 
@@ -99,8 +98,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     with timer("sample pairs"):
         prompts = task.prompts("train", cfg.rm_prompts, seed=cfg.seed)
         doubled = [p for p in prompts for _ in range(2)]
-        rollouts = generate_batched(policy, tokenizer, doubled, sampling, progress="sampling pairs", **gen_kwargs)
-        responses = [r for ro in rollouts for r in ro.responses]
+        responses, _ = sample_policy(policy, tokenizer, doubled, cfg.max_new_tokens, "sampling pairs", **gen_kwargs)
 
     # 2. label each pair with the gold scorer acting as a simulated human
     with timer("label pairs"):
@@ -145,11 +143,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
         k = cfg.eval_samples_per_prompt
         expanded = [p for p in eval_prompts for _ in range(k)]
-        with policy.disable_adapter():
-            base_ro = generate_batched(policy, tokenizer, expanded, sampling, progress="evaluating base", **gen_kwargs)
-        final_ro = generate_batched(policy, tokenizer, expanded, sampling, progress="evaluating final", **gen_kwargs)
-        base_text = [r for ro in base_ro for r in ro.responses]
-        final_text = [r for ro in final_ro for r in ro.responses]
+        with reference_forward(policy, None) as base:
+            base_text, base_ro = sample_policy(base, tokenizer, expanded, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+        final_text, final_ro = sample_policy(policy, tokenizer, expanded, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
         scores = {
             "gold": (task.gold(expanded, base_text), task.gold(expanded, final_text)),
             "proxy": (rm.score(expanded, base_text).tolist(), rm.score(expanded, final_text).tolist()),
@@ -162,12 +158,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         evaluation = {}
         for name, (base_vals, final_vals) in scores.items():
             b, f = per_prompt(base_vals), per_prompt(final_vals)
-            evaluation[name] = {
-                "base": dict(zip(("mean", "ci_low", "ci_high"), bootstrap_mean_ci(b, seed=cfg.seed))),
-                "final": dict(zip(("mean", "ci_low", "ci_high"), bootstrap_mean_ci(f, seed=cfg.seed))),
-                "improvement": dict(zip(("mean", "ci_low", "ci_high"), paired_bootstrap_ci(f, b, seed=cfg.seed))),
-            }
-        evaluation["kl_to_reference"] = dict(zip(("mean", "ci_low", "ci_high"), bootstrap_mean_ci(kl_final, seed=cfg.seed)))
+            evaluation[name] = {"base": mean_ci(b, cfg.seed), "final": mean_ci(f, cfg.seed),
+                                "improvement": paired_mean_ci(f, b, cfg.seed)}
+        evaluation["kl_to_reference"] = mean_ci(kl_final, cfg.seed)
         evaluation["response_length"] = {
             "base": sum(float(ro.response_mask.sum()) for ro in base_ro) / len(expanded),
             "final": sum(float(ro.response_mask.sum()) for ro in final_ro) / len(expanded),

@@ -11,7 +11,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
-from rlhfkit.models.lora import frozen_copy
+from rlhfkit.models.lora import frozen_copy, reference_forward
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.config import RLRunConfig
@@ -22,7 +22,7 @@ from rlhfkit.trainers.run_dir import RunDir
 def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
     """(training prompts, held-out prompts)."""
     if not cfg.prompts:
-        return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)
+        return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)[: cfg.eval_prompts]
     from rlhfkit.data.loaders import load_records
 
     records = [r.prompt for r in load_records(cfg.prompts, "prompt").records]
@@ -84,21 +84,18 @@ def run_rl(cfg: RLRunConfig) -> dict:
     gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
                       generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
-    if cfg.eval_prompts and eval_prompts and trainer.step_count == 0:
-        if reference is None:
-            with policy.disable_adapter():
-                texts, _ = sample_policy(policy, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating base", **gen_kwargs)
-        else:
-            texts, _ = sample_policy(reference, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating base", **gen_kwargs)
-        summary["before"] = evaluate_samples(eval_prompts[: cfg.eval_prompts], texts, scorers, cfg.seed)
+    if eval_prompts and trainer.step_count == 0:
+        with reference_forward(policy, reference) as base:
+            texts, _ = sample_policy(base, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+        summary["before"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
     start = time.perf_counter()
     history = trainer.train(train_prompts, checkpoint_dir=run.checkpoints, checkpoint_every=cfg.checkpoint_every)
     summary["train_seconds"] = round(time.perf_counter() - start, 2)
     trainer.save(run.checkpoints / "final")
     trainer.save_checkpoint(last)
-    if cfg.eval_prompts and eval_prompts:
-        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts[: cfg.eval_prompts], cfg.max_new_tokens, "evaluating final", **gen_kwargs)
-        summary["after"] = evaluate_samples(eval_prompts[: cfg.eval_prompts], texts, scorers, cfg.seed)
+    if eval_prompts:
+        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
+        summary["after"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
         summary["after"]["kl_to_reference"] = sum(sequence_kl(policy, rollouts, dtype, reference)) / len(texts)
         run.log_samples([{"prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
     summary["steps"] = trainer.step_count
