@@ -220,3 +220,18 @@ def test_ppo_ptx_raises_the_likelihood_of_the_ptx_data(tiny_llama, tiny_tok):
                             reference=frozen_copy(tiny_llama), chat=False, ptx_examples=data)
     history = trainer.train(PROMPTS, progress=False)
     assert history[-1]["loss/ptx"] < 0.5 * history[0]["loss/ptx"]
+
+
+def test_ppo_ptx_reads_chat_rows_too(tiny_llama, tiny_tok):
+    # chat-style SFT rows (messages) go through the same collator as `rlhfkit sft`
+    from rlhfkit.types import Message, SFTRecord
+
+    data = [SFTRecord(messages=(Message("user", "what is two plus two"), Message("assistant", "four")))]
+
+    def zero(prompts, completions, **_):
+        return [0.0] * len(completions)
+
+    trainer = OnlineTrainer(tiny_llama, tiny_tok, zero, _cfg(steps=15, ptx_coef=1.0, ptx_data="(in memory)", ptx_batch_size=2),
+                            reference=frozen_copy(tiny_llama), chat=False, ptx_examples=data)
+    history = trainer.train(PROMPTS, progress=False)
+    assert history[-1]["loss/ptx"] < 0.5 * history[0]["loss/ptx"]

@@ -164,7 +164,7 @@ class OnlineTrainer:
         if cfg.algo == "nlpo":
             keep = sorted({i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None})
             self.masker = NucleusMasker(self._snapshot(), cfg.nlpo_top_p, cfg.nlpo_min_tokens, keep)
-        self.ptx = _PtxBatches(ptx_examples, tokenizer, cfg, self.device) if cfg.ptx_coef > 0 else None
+        self.ptx = _PtxBatches(ptx_examples, tokenizer, cfg, self.device, chat) if cfg.ptx_coef > 0 else None
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
         if self.value_head is not None:
             self.trainable += list(self.value_head.parameters())
@@ -243,6 +243,7 @@ class OnlineTrainer:
         B = ro.response_ids.shape[0]
         sums: dict[str, float] = {}
         grad_norms: list[float] = []
+        ptx_losses: list[float] = []
         n_micro = 0
         # Dropout stays off (eval mode): with it π and π_old would differ before any update.
         self.policy.eval()
@@ -290,7 +291,7 @@ class OnlineTrainer:
                     ptx_loss = self.ptx.loss(self.policy, self._autocast)
                     check_finite("ptx loss", ptx_loss.detach(), self.step_count)
                     (cfg.ptx_coef * ptx_loss).backward()
-                    sums["loss/ptx"] = sums.get("loss/ptx", 0.0) + float(ptx_loss.detach()) * (len(mini) // cfg.micro_batch_size)
+                    ptx_losses.append(float(ptx_loss.detach()))
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
                 check_finite("gradient norm", grad_norm.detach(), self.step_count)
                 self.optimizer.step()
@@ -298,6 +299,8 @@ class OnlineTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         stats = {k: v / max(n_micro, 1) for k, v in sums.items()}
         stats["policy/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+        if ptx_losses:
+            stats["loss/ptx"] = sum(ptx_losses) / len(ptx_losses)
         return stats
 
     # ------------------------------------------------------------------------------------------
@@ -451,37 +454,28 @@ class OnlineTrainer:
 
 
 class _PtxBatches:
-    """PPO-ptx (InstructGPT): batches of SFT/pretraining examples whose negative log-likelihood
-    (completion tokens) is added to the RL loss with weight ptx_coef."""
+    """PPO-ptx (InstructGPT): the SFT loss (token-mean NLL of the completions, `algorithms.sft_loss`)
+    on batches of SFT/pretraining records, added to the RL loss with weight ptx_coef. The records
+    are tokenised once, with the same collator as `rlhfkit sft` (chat rows included)."""
 
-    def __init__(self, examples, tokenizer, cfg: RLConfig, device):
-        if not examples:
+    def __init__(self, records, tokenizer, cfg: RLConfig, device, chat: bool | None):
+        from rlhfkit.data.collators import tokenize_sft
+
+        if not records:
             raise ValueError("PPO-ptx needs ptx examples (SFT records)")
-        self.examples, self.tokenizer, self.cfg, self.device = list(examples), tokenizer, cfg, device
+        self.examples = [tokenize_sft(tokenizer, r, chat=chat) for r in records]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.batch_size, self.device = cfg.ptx_batch_size, device
         self.position = 0
 
-    def next_batch(self):
-        n = self.cfg.ptx_batch_size
-        batch = [self.examples[(self.position + i) % len(self.examples)] for i in range(n)]
-        self.position += n
-        return batch
-
     def loss(self, policy, autocast) -> torch.Tensor:
-        from rlhfkit.generation.sampling import encode_prompts
+        from rlhfkit.algorithms.preference import sft_loss
+        from rlhfkit.data.collators import collate_sft
 
-        batch = self.next_batch()
-        prompts = [r.prompt for r in batch]
-        completions = [r.completion for r in batch]
-        p_ids, p_mask = encode_prompts(self.tokenizer, [p if p else self.tokenizer.bos_token or " " for p in prompts],
-                                       chat=False, device=self.device)
-        encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"][: self.cfg.max_new_tokens * 4] for c in completions]
-        T = max(len(e) for e in encoded)
-        pad = self.tokenizer.pad_token_id or 0
-        r_ids = torch.full((len(batch), T), pad, dtype=torch.long, device=self.device)
-        r_mask = torch.zeros(len(batch), T, device=self.device)
-        for i, e in enumerate(encoded):
-            r_ids[i, : len(e)] = torch.tensor(e, device=self.device)
-            r_mask[i, : len(e)] = 1
+        batch = [self.examples[(self.position + i) % len(self.examples)] for i in range(self.batch_size)]
+        self.position += self.batch_size
+        tensors = collate_sft(batch, self.pad_id, self.device)
         with autocast():
-            lp = response_forward(policy, p_ids, p_mask, r_ids, r_mask)["logprobs"]
-        return -masked_mean(lp, r_mask)
+            logits = policy(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                            position_ids=tensors["position_ids"], use_cache=False).logits
+        return sft_loss(logits, tensors["input_ids"], tensors["loss_mask"])[0]
