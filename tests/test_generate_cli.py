@@ -58,3 +58,16 @@ def test_generate_bad_prompt_file_names_the_row(tmp_path, tiny_llama, tiny_tok, 
     prompts.write_text('{"prompt": "ok"}\n{"text": "no prompt field"}\n')
     assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "p.jsonl: row 2: field 'prompt': missing" in capsys.readouterr().err
+
+
+def test_best_of_n_with_a_task_gold_scorer_and_a_wrong_reward(tmp_path, tiny_llama, tiny_tok, capsys):
+    model = _save_tiny(tmp_path, tiny_llama, tiny_tok)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "the movie was"}\n')
+    out = tmp_path / "bon.jsonl"
+    assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(out), "--policy", "best_of_n",
+                 "--n", "3", "--reward", "task:sentiment", "--max-new-tokens", "4", "--chat", "no", "--precision", "fp32"]) == 0
+    assert len(json.loads(out.read_text())["candidate_rewards"]) == 3
+    assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(out), "--policy", "best_of_n",
+                 "--reward", "task:nope", "--chat", "no"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -29,21 +28,14 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def _reward_fn(spec: str, device):
-    if spec == "vader":
-        from rlhfkit.rewards.functions import vader_compound
+def _task_gold(name: str):
+    """`--reward task:NAME`: the gold scorer of a built-in task."""
+    from rlhfkit.tasks import get_task
 
-        return vader_compound
-    if spec.startswith("task:"):
-        from rlhfkit.tasks import get_task
-
-        return get_task(spec[5:]).gold
-    if Path(spec).is_dir():
-        from rlhfkit.models.heads import load_reward_model
-        from rlhfkit.rewards.functions import reward_model_scorer
-
-        return reward_model_scorer(load_reward_model(spec, device=device))
-    raise ConfigError(f"--reward {spec!r}: expected 'vader', task:NAME or a saved reward-model folder")
+    try:
+        return get_task(name).gold
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def run_generate(cfg: GenerationConfig) -> list[dict]:
@@ -67,7 +59,9 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
     start = time.perf_counter()
     rows: list[dict] = []
     if cfg.policy == "best_of_n":
-        reward = _reward_fn(cfg.reward, device)
+        from rlhfkit.rewards.spec import build_reward
+
+        reward, _ = build_reward(cfg.reward, device=device, named={"task": _task_gold})
         best, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, params, batch_size=cfg.batch_size,
                                  progress="best-of-n", **kwargs)
         bound = best_of_n_kl_bound(cfg.n)

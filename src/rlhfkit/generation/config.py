@@ -37,7 +37,7 @@ class GenerationConfig:
     n: int = 1
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for best_of_n: 'vader', a saved reward-model folder, or task:NAME (the task's gold scorer)"""
+    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
     chat: Literal["auto", "yes", "no"] = "auto"
     """wrap prompts in the model's chat template (auto: when it has one)"""
     batch_size: int = 16
@@ -57,6 +57,6 @@ class GenerationConfig:
         if not self.prompts:
             raise ConfigError("--prompts is required: a prompt file, or task:sentiment for built-in prompts")
         if self.policy == "best_of_n" and not self.reward:
-            raise ConfigError("--policy best_of_n needs --reward (vader, task:NAME or a saved reward-model folder)")
+            raise ConfigError("--policy best_of_n needs --reward (vader, task:NAME, a saved reward-model folder, or a mix)")
         if self.n < 1:
             raise ConfigError("--n must be at least 1")
