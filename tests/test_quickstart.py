@@ -57,3 +57,22 @@ def test_full_quickstart_beats_the_base_policy(tmp_path):
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["evaluation"]["gold"]["improvement"]["ci_low"] > 0
     assert summary["reward_model"]["eval_accuracy_vs_gold_order"] > 0.6
+
+
+def test_gold_order_accuracy_counts_pairs_with_different_gold():
+    import torch
+
+    from rlhfkit.trainers.quickstart import gold_order_accuracy
+    from rlhfkit.types import PairwiseRecord
+
+    class LengthRM:  # scores a response by its length
+        def score(self, prompts, texts):
+            return torch.tensor([float(len(t)) for t in texts])
+
+    pairs = [
+        (PairwiseRecord("p", "long answer", "short"), (0.9, 0.1)),  # RM agrees with gold
+        (PairwiseRecord("p", "tiny", "much longer one"), (0.5, 0.2)),  # RM disagrees
+        (PairwiseRecord("p", "xx", "yyyyy"), (0.3, 0.3)),  # equal gold: no comparison
+        (PairwiseRecord("p", "a", "bbbbbbb"), (-0.2, 0.4)),  # gold prefers the rejected side; RM agrees
+    ]
+    assert gold_order_accuracy(LengthRM(), pairs) == pytest.approx(2 / 3)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
+from rlhfkit.algorithms import concordance
 from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
 from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
 from rlhfkit.models import add_lora, load_policy, load_reward_model, resolve_device, resolve_precision
@@ -62,15 +63,14 @@ def simulated_human_labels(prompts, responses_a, responses_b, gold_a, gold_b, te
 
 
 def gold_order_accuracy(rm, pairs_with_gold) -> float:
-    """How often the RM ranks the higher-gold response first (pairs with equal gold skipped)."""
-    usable = [(p, g) for p, g in pairs_with_gold if g[0] != g[1]]
-    if not usable:
-        return float("nan")
-    prompts = [p.prompt for p, _ in usable]
-    chosen = rm.score(prompts, [p.chosen for p, _ in usable])
-    rejected = rm.score(prompts, [p.rejected for p, _ in usable])
-    agree = [((c - r) > 0) == (g[0] > g[1]) for c, r, (_, g) in zip(chosen.tolist(), rejected.tolist(), usable)]
-    return sum(agree) / len(agree)
+    """How often the RM ranks the higher-gold response of a pair first (equal-gold pairs are no
+    comparison): `algorithms.concordance` with one group per pair."""
+    prompts = [p.prompt for p, _ in pairs_with_gold] * 2
+    texts = [p.chosen for p, _ in pairs_with_gold] + [p.rejected for p, _ in pairs_with_gold]
+    gold = torch.tensor([g[0] for _, g in pairs_with_gold] + [g[1] for _, g in pairs_with_gold])
+    groups = torch.arange(len(pairs_with_gold)).repeat(2)
+    accuracy, _ = concordance(rm.score(prompts, texts), gold, groups)
+    return float(accuracy)
 
 
 def _fmt_ci(mean: float, ci_low: float, ci_high: float) -> str:
