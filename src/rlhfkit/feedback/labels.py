@@ -52,6 +52,14 @@ class LabelError(ValueError):
     """A submitted label does not fit its item's task."""
 
 
+class _Label:
+    """Every label kind turns into a typed record (`to_record`) and so into a data-file row."""
+
+    def to_row(self) -> dict[str, Any] | None:
+        record = self.to_record()
+        return None if record is None else _row(record)
+
+
 def _row(record) -> dict[str, Any]:
     row = dataclasses.asdict(record)
     if isinstance(record, RankingRecord):
@@ -64,7 +72,7 @@ def _row(record) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class PairwiseLabel:
+class PairwiseLabel(_Label):
     """A preference between two responses. `p_first` = P(first preferred): 1 / 0 for a hard
     choice, 0.5 for a tie, anything in [0, 1] for a soft (AI) label, None for "both bad"."""
 
@@ -86,13 +94,10 @@ class PairwiseLabel:
             return PairwiseRecord(self.prompt, self.first, self.second, label=self.p_first)
         return PairwiseRecord(self.prompt, self.second, self.first, label=1.0 - self.p_first)
 
-    def to_row(self) -> dict[str, Any] | None:
-        record = self.to_record()
-        return None if record is None else _row(record)
 
 
 @dataclass(frozen=True)
-class RankingLabel:
+class RankingLabel(_Label):
     """K responses ordered best first."""
 
     kind: ClassVar[str] = "ranking"
@@ -102,12 +107,9 @@ class RankingLabel:
     def to_record(self) -> RankingRecord:
         return RankingRecord(self.prompt, tuple(self.responses))
 
-    def to_row(self) -> dict[str, Any]:
-        return _row(self.to_record())
-
 
 @dataclass(frozen=True)
-class RatingLabel:
+class RatingLabel(_Label):
     """A 1–10 rating of one response (AI ratings may be fractional: an expected rating)."""
 
     kind: ClassVar[str] = "rating"
@@ -118,12 +120,9 @@ class RatingLabel:
     def to_record(self) -> RatingRecord:
         return RatingRecord(self.prompt, self.response, float(self.rating))
 
-    def to_row(self) -> dict[str, Any]:
-        return _row(self.to_record())
-
 
 @dataclass(frozen=True)
-class ThumbsLabel:
+class ThumbsLabel(_Label):
     kind: ClassVar[str] = "thumbs"
     prompt: str
     response: str
@@ -132,12 +131,9 @@ class ThumbsLabel:
     def to_record(self) -> ThumbsRecord:
         return ThumbsRecord(self.prompt, self.response, bool(self.thumbs_up))
 
-    def to_row(self) -> dict[str, Any]:
-        return _row(self.to_record())
-
 
 @dataclass(frozen=True)
-class RewriteLabel:
+class RewriteLabel(_Label):
     """A correction of `original` written by the annotator."""
 
     kind: ClassVar[str] = "rewrite"
@@ -148,12 +144,9 @@ class RewriteLabel:
     def to_record(self) -> RewriteRecord:
         return RewriteRecord(self.prompt, self.original, self.rewrite)
 
-    def to_row(self) -> dict[str, Any]:
-        return _row(self.to_record())
-
 
 @dataclass(frozen=True)
-class Demonstration:
+class Demonstration(_Label):
     """A response written from scratch by the annotator: SFT data."""
 
     kind: ClassVar[str] = "sft"
@@ -162,9 +155,6 @@ class Demonstration:
 
     def to_record(self) -> SFTRecord:
         return SFTRecord(prompt=self.prompt, completion=self.completion)
-
-    def to_row(self) -> dict[str, Any]:
-        return _row(self.to_record())
 
 
 Label = PairwiseLabel | RankingLabel | RatingLabel | ThumbsLabel | RewriteLabel | Demonstration
