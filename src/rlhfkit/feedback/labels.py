@@ -95,7 +95,6 @@ class PairwiseLabel(_Label):
         return PairwiseRecord(self.prompt, self.second, self.first, label=1.0 - self.p_first)
 
 
-
 @dataclass(frozen=True)
 class RankingLabel(_Label):
     """K responses ordered best first."""
