@@ -35,7 +35,7 @@ def test_rl_rejects_bad_options(tmp_path, tiny_dir, capsys):
     assert main(["rl", "--policy", tiny_dir, "--algo", "grpo", "--group-size", "1"]) == 2
     assert "group_size must be at least 2" in capsys.readouterr().err
     assert main(["rl", "--policy", tiny_dir, "--reward", "nonsense", "--output-dir", str(tmp_path)]) == 2
-    assert "expected gold, vader, length, judge or a saved reward-model folder" in capsys.readouterr().err
+    assert "expected gold, vader, length, judge, task or a saved reward-model folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["rl", "--algo", "trpo"])
 

@@ -28,16 +28,6 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def _task_gold(name: str):
-    """`--reward task:NAME`: the gold scorer of a built-in task."""
-    from rlhfkit.tasks import get_task
-
-    try:
-        return get_task(name).gold
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
 def run_generate(cfg: GenerationConfig) -> list[dict]:
     from rlhfkit.models import load_policy, resolve_device, resolve_precision
 
@@ -60,8 +50,9 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
     rows: list[dict] = []
     if cfg.policy == "best_of_n":
         from rlhfkit.rewards.spec import build_reward
+        from rlhfkit.tasks.registry import task_gold_scorer
 
-        reward, _ = build_reward(cfg.reward, device=device, named={"task": _task_gold})
+        reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer})
         best, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, params, batch_size=cfg.batch_size,
                                  progress="best-of-n", **kwargs)
         bound = best_of_n_kl_bound(cfg.n)

@@ -448,7 +448,7 @@ def best_of_n(
     expanded = [p for p in prompts for _ in range(n)]
     rollouts = generate_batched(model, tokenizer, expanded, params, batch_size=batch_size, **kwargs)
     responses = [r for ro in rollouts for r in ro.responses]
-    scores = torch.tensor([float(s) for s in reward_fn(expanded, responses)]).view(len(prompts), n)
+    scores = torch.tensor([float(s) for s in reward_fn(expanded, responses)], dtype=torch.float64).view(len(prompts), n)
     best = scores.argmax(dim=1)
     return [responses[i * n + int(j)] for i, j in enumerate(best)], scores
 

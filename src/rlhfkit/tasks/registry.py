@@ -71,6 +71,16 @@ TASKS: dict[str, Task] = {
 }
 
 
+def task_gold_scorer(name: str):
+    """The gold scorer of built-in task `name` — the `task:NAME` reward of `rewards.spec`."""
+    from rlhfkit.config import ConfigError
+
+    try:
+        return get_task(name).gold
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}' (built-in tasks: {', '.join(sorted(TASKS))})")

@@ -281,7 +281,7 @@ class RLRunConfig(RLConfig):
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
-    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
+    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
     chat: Literal["auto", "yes", "no"] = "auto"
     """wrap prompts in the chat template (auto: the task's choice; for files, when the tokenizer has one)"""
     lora: bool = True

@@ -14,6 +14,7 @@ from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
+from rlhfkit.tasks.registry import task_gold_scorer
 from rlhfkit.trainers.config import RLRunConfig
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.trainers.run_dir import RunDir
@@ -51,7 +52,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         raise ConfigError(str(err)) from None
     train_prompts, eval_prompts = _prompts(cfg, task)
     chat = {"yes": True, "no": False, "auto": task.chat if not cfg.prompts else None}[cfg.chat]
-    reward_fn, weights = build_reward(cfg.reward, task, device, named={"judge": _judge_factory})
+    reward_fn, weights = build_reward(cfg.reward, task, device, named={"judge": _judge_factory, "task": task_gold_scorer})
     ptx_examples = None
     if cfg.ptx_coef > 0:
         from rlhfkit.data.loaders import load_records
