@@ -29,7 +29,7 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     group = 4 if method in ("rloo", "grpo") else 1
     rl = RLConfig(
         algo=method, steps=max(1, cfg.sample_budget // cfg.batch_size), batch_size=cfg.batch_size, group_size=group,
-        mini_batch_size=cfg.batch_size // 2, micro_batch_size=cfg.batch_size // 2,
+        mini_batch_size=cfg.batch_size // 2,
         ppo_epochs=2 if method in ("ppo", "nlpo") else 1, learning_rate=cfg.learning_rate,
         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
     )

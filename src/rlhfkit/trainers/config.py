@@ -47,8 +47,8 @@ class RLConfig:
     """samples per prompt (RLOO/GRPO default 4, others 1)"""
     mini_batch_size: int = 16
     """responses per optimiser step inside an iteration"""
-    micro_batch_size: int = 16
-    """responses per forward/backward; mini_batch_size / micro_batch_size gradient-accumulation steps"""
+    micro_batch_size: int | None = None
+    """responses per forward/backward (default: the whole mini-batch); lower it to accumulate gradients"""
     ppo_epochs: int | None = None
     """passes over each rollout batch (PPO/NLPO default 4, others 1)"""
     learning_rate: float = 3e-4
@@ -118,6 +118,8 @@ class RLConfig:
         for key, value in ALGO_DEFAULTS[self.algo].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.micro_batch_size is None:
+            self.micro_batch_size = self.mini_batch_size
         if self.algo in ("rloo", "grpo") and self.group_size < 2:
             raise ConfigError(f"{self.algo} compares samples of the same prompt: group_size must be at least 2")
         if self.batch_size % self.group_size:
@@ -220,8 +222,8 @@ class QuickstartConfig:
     """prompts per PPO iteration"""
     mini_batch_size: int = 16
     """responses per optimiser step"""
-    micro_batch_size: int = 16
-    """responses per forward/backward (gradient accumulation below mini_batch_size)"""
+    micro_batch_size: int | None = None
+    """responses per forward/backward (default: the whole mini-batch; lower it to accumulate gradients)"""
     ppo_epochs: int = 2
     """epochs over each rollout batch"""
     learning_rate: float = 3e-4

@@ -65,7 +65,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
     else:
         reference = frozen_copy(policy)
         policy.requires_grad_(True)
-    gold_fn = task.gold if cfg.reward != "gold" and not cfg.prompts else None
+    # the task's gold score is logged next to the reward, unless it is the reward
+    gold_fn = task.gold if cfg.reward not in ("gold", f"task:{task.name}") and not cfg.prompts else None
 
     def log(stats: dict) -> None:
         components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
