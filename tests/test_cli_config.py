@@ -4,7 +4,8 @@ import pytest
 
 from rlhfkit.cli import build_parser, main
 from rlhfkit.config import ConfigError, build_config, field_docs
-from rlhfkit.trainers.config import QuickstartConfig, RLConfig
+from rlhfkit.pipelines.config import QuickstartConfig
+from rlhfkit.trainers.config import RLConfig
 
 
 def test_field_docstrings_become_help(capsys):

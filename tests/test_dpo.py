@@ -19,9 +19,9 @@ from rlhfkit.data.collators import (
 )
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.lora import add_lora
-from rlhfkit.trainers.dpo import DPOTrainer, _examples, train_dpo
-from rlhfkit.trainers.offline_config import DPOConfig
 from rlhfkit.trainers.common import NonFiniteError
+from rlhfkit.trainers.config import DPOConfig
+from rlhfkit.trainers.dpo import DPOTrainer, _examples, train_dpo
 from rlhfkit.types import PairwiseRecord, ThumbsRecord
 
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
@@ -36,8 +36,8 @@ PAIRS = [
 @pytest.fixture(autouse=True)
 def _offline_commands_registered(monkeypatch):
     # `rlhfkit dpo` is registered through cli.COMMAND_MODULES; a no-op once the entry is there.
-    if "rlhfkit.trainers.offline_cli" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["rlhfkit.trainers.offline_cli"])
+    if "rlhfkit.cli.train" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["rlhfkit.cli.train"])
 
 
 def _cfg(**kw):

@@ -17,7 +17,12 @@ fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from rlhfkit.feedback.backends import CachedJudge, HTTPJudge, JudgeError, JudgementCache  # noqa: E402
-from rlhfkit.feedback.judge import RATING_CHOICES, JudgePrompt, JudgeTemplate, expected_rating  # noqa: E402
+from rlhfkit.feedback.judge import (  # noqa: E402
+    RATING_CHOICES,
+    JudgePrompt,
+    JudgeTemplate,
+    expected_rating,
+)
 from rlhfkit.feedback.labeler import LabelPlan, Pair, label_pairs  # noqa: E402
 
 

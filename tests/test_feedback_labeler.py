@@ -12,7 +12,14 @@ import torch
 
 from rlhfkit.feedback.backends import CachedJudge, JudgementCache, LocalJudge
 from rlhfkit.feedback.judge import JudgePrompt, JudgeTemplate
-from rlhfkit.feedback.labeler import JudgeReward, LabelPlan, Pair, format_table, label_pairs, randomise_order
+from rlhfkit.feedback.labeler import (
+    JudgeReward,
+    LabelPlan,
+    Pair,
+    format_table,
+    label_pairs,
+    randomise_order,
+)
 
 _SHOWN = re.compile(r"Response 1: (.*)\nResponse 2: (.*)\n")
 
@@ -176,7 +183,7 @@ def _cli(argv):
     import argparse
 
     from rlhfkit import cli
-    from rlhfkit.feedback.cli import register
+    from rlhfkit.cli.feedback import register
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

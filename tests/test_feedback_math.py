@@ -8,7 +8,11 @@ import math
 import pytest
 
 from rlhfkit.data.schemas import KINDS
-from rlhfkit.feedback.agreement import fleiss_kappa, krippendorff_alpha, percent_agreement
+from rlhfkit.feedback.agreement import (
+    fleiss_kappa,
+    krippendorff_alpha,
+    percent_agreement,
+)
 from rlhfkit.feedback.judge import (
     alignment,
     debiased,

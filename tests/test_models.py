@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from rlhfkit.models import RewardModel, ValueHead, load_reward_model
-from rlhfkit.models.loading import ModelNotFoundError, resolve_policy_path, resolve_precision
+from rlhfkit.models.loading import (
+    ModelNotFoundError,
+    resolve_policy_path,
+    resolve_precision,
+)
 from tests.conftest import needs_embedded
 
 

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from rlhfkit.models.lora import add_lora, frozen_copy, reference_forward
+from rlhfkit.config import ConfigError
 from rlhfkit.models.forward import response_forward
+from rlhfkit.models.lora import add_lora, frozen_copy, reference_forward
 from rlhfkit.trainers.common import NonFiniteError
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.trainers.online import OnlineTrainer
-from rlhfkit.config import ConfigError
 
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
 

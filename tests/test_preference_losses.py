@@ -9,7 +9,13 @@ import math
 import pytest
 import torch
 
-from rlhfkit.algorithms.preference import dpo_loss, ipo_loss, kto_kl_estimate, kto_loss, sft_loss
+from rlhfkit.algorithms.preference import (
+    dpo_loss,
+    ipo_loss,
+    kto_kl_estimate,
+    kto_loss,
+    sft_loss,
+)
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 

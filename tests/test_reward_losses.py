@@ -31,7 +31,13 @@ from rlhfkit.trainers.reward import (
     RewriteLabels,
     ThumbsLabels,
 )
-from rlhfkit.types import PairwiseRecord, RankingRecord, RatingRecord, RewriteRecord, ThumbsRecord
+from rlhfkit.types import (
+    PairwiseRecord,
+    RankingRecord,
+    RatingRecord,
+    RewriteRecord,
+    ThumbsRecord,
+)
 
 NLS1, NLS2, NLS_HALF = 0.313262, 0.126928, 0.474077  # −log σ(1), −log σ(2), −log σ(½)
 

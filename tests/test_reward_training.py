@@ -15,17 +15,22 @@ from rlhfkit.config import ConfigError
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models import load_reward_model
 from rlhfkit.models.heads import RewardEnsemble
+from rlhfkit.pipelines.rm import split_by_prompt, with_members
 from rlhfkit.trainers.config import RewardTrainConfig
 from rlhfkit.trainers.reward import (
     RatingLabels,
     evaluate_pairs,
     evaluate_records,
     label_type_for,
-    split_by_prompt,
     train_reward_model,
-    with_members,
 )
-from rlhfkit.types import PairwiseRecord, RankingRecord, RatingRecord, RewriteRecord, ThumbsRecord
+from rlhfkit.types import (
+    PairwiseRecord,
+    RankingRecord,
+    RatingRecord,
+    RewriteRecord,
+    ThumbsRecord,
+)
 
 NEUTRAL = "the movie was a film story plot cast ending one two three time".split()
 FAST = RewardTrainConfig(epochs=4, batch_size=8, learning_rate=3e-3, head_learning_rate=1e-2, seed=0)
@@ -197,8 +202,8 @@ def rlhfkit(monkeypatch):
     """`rlhfkit` as a user runs it (registers `rm` if cli.py does not list it yet)."""
     from rlhfkit import cli
 
-    if "rlhfkit.trainers.reward_cli" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "rlhfkit.trainers.reward_cli"])
+    if "rlhfkit.cli.rm" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "rlhfkit.cli.rm"])
     return cli.main
 
 

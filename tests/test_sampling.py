@@ -7,7 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlhfkit.generation import SamplingParams, beam_search, filter_logits, generate, next_token, sample
+from rlhfkit.generation import (
+    SamplingParams,
+    beam_search,
+    filter_logits,
+    generate,
+    next_token,
+    sample,
+)
 
 PROBS = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15])  # sorted: 1 (0.4), 3 (0.3), 4 (0.15), 2 (0.1), 0 (0.05)
 

@@ -12,8 +12,8 @@ from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.config import ConfigError
 from rlhfkit.data.collators import collate_sft, pack_examples, tokenize_sft
 from rlhfkit.generation.sampling import SamplingParams, generate
-from rlhfkit.trainers.offline_config import SFTConfig
 from rlhfkit.trainers.common import NonFiniteError
+from rlhfkit.trainers.config import SFTConfig
 from rlhfkit.trainers.sft import SFTTrainer, packing_attends_across_examples, train_sft
 from rlhfkit.types import Message, SFTRecord
 
@@ -22,8 +22,8 @@ from rlhfkit.types import Message, SFTRecord
 def _offline_commands_registered(monkeypatch):
     # `rlhfkit sft` is registered through cli.COMMAND_MODULES; make sure it is during the
     # tests even before the entry is added there (a no-op once it is).
-    if "rlhfkit.trainers.offline_cli" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["rlhfkit.trainers.offline_cli"])
+    if "rlhfkit.cli.train" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["rlhfkit.cli.train"])
 
 
 def _ids(tok, text, special=False):

@@ -1,4 +1,4 @@
-"""`rlhfkit gridworld solve|sweep`, driven through `rlhfkit.tabular.cli.register` on a bare parser."""
+"""`rlhfkit gridworld solve|sweep`, driven through `rlhfkit.cli.gridworld.register` on a bare parser."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from rlhfkit.cli.gridworld import register
 from rlhfkit.config import ConfigError
-from rlhfkit.tabular.cli import register
 
 
 def run(argv: list[str]) -> int:

@@ -12,7 +12,14 @@ from rlhfkit.algorithms.advantages import (
     reward_to_go,
     rloo_advantages,
 )
-from rlhfkit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k2, kl_k3, make_kl_controller
+from rlhfkit.algorithms.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    make_kl_controller,
+)
 from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
 from rlhfkit.algorithms.losses import (
     aggregate_loss,
@@ -22,7 +29,13 @@ from rlhfkit.algorithms.losses import (
     ppo_value_loss,
 )
 from rlhfkit.algorithms.masking import masked_logits, top_p_mask
-from rlhfkit.algorithms.preference import dpo_loss, ipo_loss, kto_kl_estimate, kto_loss, sft_loss
+from rlhfkit.algorithms.preference import (
+    dpo_loss,
+    ipo_loss,
+    kto_kl_estimate,
+    kto_loss,
+    sft_loss,
+)
 from rlhfkit.algorithms.reward_losses import (
     concordance,
     ensemble_mean_std,

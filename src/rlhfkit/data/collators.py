@@ -27,7 +27,6 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.generation.sampling import encode_prompts, uses_chat_template
 from rlhfkit.types import PairwiseRecord, SFTRecord, ThumbsRecord
 
-
 # ---------------------------------------------------------------------------------------------
 # SFT
 

@@ -18,7 +18,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-from rlhfkit.types import PairwiseRecord, RankingRecord, RatingRecord, RewriteRecord, SFTRecord, ThumbsRecord
+from rlhfkit.types import (
+    PairwiseRecord,
+    RankingRecord,
+    RatingRecord,
+    RewriteRecord,
+    SFTRecord,
+    ThumbsRecord,
+)
 
 TASKS = ("pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration")
 """What an annotator can be asked to do with an item."""

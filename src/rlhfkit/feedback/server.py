@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from rlhfkit.feedback.importing import items_from_json
 from rlhfkit.feedback.labels import TASKS, LabelError
-from rlhfkit.feedback.store import Annotator, Conflict, FeedbackStore, NotFound, StoreError
+from rlhfkit.feedback.store import (
+    Annotator,
+    Conflict,
+    FeedbackStore,
+    NotFound,
+    StoreError,
+)
 
 STATIC = Path(__file__).parent / "static"
 

@@ -24,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from rlhfkit.feedback.agreement import fleiss_kappa, krippendorff_alpha, percent_agreement
+from rlhfkit.feedback.agreement import (
+    fleiss_kappa,
+    krippendorff_alpha,
+    percent_agreement,
+)
 from rlhfkit.feedback.labels import (
     AGGREGATORS,
     EXPORT_KIND,

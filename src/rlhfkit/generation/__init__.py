@@ -1,7 +1,7 @@
 """Batched sampling with the KV cache: greedy, temperature, top-k, top-p, beam search, best-of-n.
 
 May import torch, transformers and `rlhfkit.models`/`types`/`algorithms`; not trainers or cli.
-Names are loaded lazily so that `rlhfkit.generation.config` (used by the CLI parser) does not
+Names are loaded lazily so that `rlhfkit.pipelines.config` (used by the CLI parser) does not
 pull in torch.
 """
 

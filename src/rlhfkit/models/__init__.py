@@ -4,7 +4,12 @@ May import torch, transformers, peft, safetensors. Must not import trainers, eva
 feedback or cli.
 """
 
-from rlhfkit.models.heads import RewardEnsemble, RewardModel, ValueHead, load_reward_model
+from rlhfkit.models.heads import (
+    RewardEnsemble,
+    RewardModel,
+    ValueHead,
+    load_reward_model,
+)
 from rlhfkit.models.loading import (
     EMBEDDED_POLICY,
     EMBEDDED_REWARD_BACKBONE,

@@ -10,7 +10,11 @@ import torch
 from torch import nn
 
 from rlhfkit.algorithms.reward_losses import uncertainty_penalized_score
-from rlhfkit.models.loading import EMBEDDED_REWARD_BACKBONE, embedded_reward_backbone_dir, resolve_policy_path
+from rlhfkit.models.loading import (
+    EMBEDDED_REWARD_BACKBONE,
+    embedded_reward_backbone_dir,
+    resolve_policy_path,
+)
 
 _RM_META = "rlhfkit_reward_model.json"
 

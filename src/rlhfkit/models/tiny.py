@@ -25,7 +25,7 @@ _CHAT_TEMPLATE = (
 
 def tiny_tokenizer():
     """A word-level tokenizer (whitespace + punctuation split) with ~80 words and special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))

@@ -1,8 +1,17 @@
-"""Pieces every trainer shares: stopping on NaN/inf before weights are touched."""
+"""Pieces the trainers share: stopping on NaN/inf before weights are touched, and the offline
+loops' plumbing (optimiser and schedule, shuffled epochs, the step/eval loop, LoRA set-up, the
+final checkpoint)."""
 
 from __future__ import annotations
 
+import math
+import random
+from pathlib import Path
+
 import torch
+from tqdm.auto import tqdm
+
+from rlhfkit.models.lora import add_lora, is_lora
 
 
 class NonFiniteError(FloatingPointError):
@@ -17,3 +26,92 @@ def check_finite(name: str, tensor: torch.Tensor, step: int) -> None:
             f"step {step}: {name} is not finite at index {bad} (value {tensor[tuple(bad)].item()}); "
             "stopping before the weights are updated — check the reward function / lower the learning rate"
         )
+
+
+def total_steps(n_examples: int, config) -> int:
+    """Optimiser steps of a run over `n_examples` training examples (packed rows, pairs)."""
+    if config.max_steps:
+        return config.max_steps
+    return config.epochs * math.ceil(n_examples / config.batch_size)
+
+
+def make_optimizer(params, config, total: int):
+    """AdamW plus a LambdaLR: linear warm-up over warmup_steps, then constant / linear / cosine to 0."""
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup, kind = config.warmup_steps, config.lr_scheduler
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(total - warmup, 1)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One shuffled pass over n examples in batches (the last one may be smaller)."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def run_loop(trainer, train_examples, eval_examples, config, progress: bool, desc: str, postfix) -> tuple[list[dict], list[dict]]:
+    """The epoch/step loop shared by the offline trainers: shuffled batches → `trainer.step`,
+    evaluation every `eval_every` steps (else per epoch) and at the end."""
+    rng = random.Random(config.seed)
+    steps = total_steps(len(train_examples), config)
+    history: list[dict] = []
+    evals: list[dict] = []
+    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
+
+    def evaluate() -> None:
+        if eval_examples and (not evals or evals[-1]["step"] != trainer.step_count):
+            result = {"step": trainer.step_count, **trainer.evaluate(eval_examples)}
+            evals.append(result)
+            if trainer.logger:
+                trainer.logger({"stage": f"{desc.lower()}_eval", **{("step" if k == "step" else f"eval/{k}"): v for k, v in result.items()}})
+
+    epoch = 0
+    while trainer.step_count < steps:
+        for indices in epoch_batches(len(train_examples), config.batch_size, rng):
+            stats = trainer.step([train_examples[i] for i in indices])
+            history.append({"epoch": epoch, **stats})
+            bar.update(1)
+            bar.set_postfix(postfix(stats))
+            if config.eval_every and trainer.step_count % config.eval_every == 0:
+                evaluate()
+            if trainer.step_count >= steps:
+                break
+        epoch += 1
+        if not config.eval_every:
+            evaluate()
+    evaluate()
+    bar.close()
+    return history, evals
+
+
+def prepare_policy(policy, config):
+    """Add a LoRA adapter when config.lora asks for one and `policy` has none yet."""
+    if config.lora and not is_lora(policy):
+        policy = add_lora(policy, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                          top_layers=config.lora_top_layers or None)
+    return policy
+
+
+def save_final(policy, tokenizer, path: Path, config) -> Path:
+    """Write the trained model and tokenizer with save_pretrained. A LoRA model is saved merged
+    into its base (a folder every command can load with --model) when config.save_merged, else
+    as the adapter alone. Merging happens in place (no second copy in memory), so this is the
+    last thing a run does with `policy`."""
+    path.mkdir(parents=True, exist_ok=True)
+    model = policy
+    if is_lora(policy) and config.save_merged:
+        model = policy.merge_and_unload()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

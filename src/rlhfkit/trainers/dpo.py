@@ -39,9 +39,15 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import frozen_copy, is_lora, reference_forward
-from rlhfkit.trainers.common import check_finite
-from rlhfkit.trainers.offline_config import DPOConfig
-from rlhfkit.trainers.sft import CHAT, make_optimizer, prepare_policy, run_loop, save_final, total_steps
+from rlhfkit.trainers.common import (
+    check_finite,
+    make_optimizer,
+    prepare_policy,
+    run_loop,
+    total_steps,
+)
+from rlhfkit.trainers.config import DPOConfig
+from rlhfkit.trainers.sft import CHAT
 from rlhfkit.types import PairwiseRecord, ThumbsRecord
 
 # One function per pairwise variant, chosen once when the trainer is built.
@@ -343,58 +349,3 @@ def train_dpo(policy, tokenizer, data: Sequence[PairwiseRecord | ThumbsRecord | 
     }
 
 
-def _detect_kind(path: str) -> str:
-    """'pairwise' or 'thumbs' from the first row's fields."""
-    from rlhfkit.data.loaders import iter_rows
-
-    for _, row in iter_rows(path):
-        return "thumbs" if isinstance(row, dict) and "thumbs_up" in row and "chosen" not in row else "pairwise"
-    return "pairwise"
-
-
-def run_dpo(cfg: DPOConfig) -> dict:
-    """`rlhfkit dpo`: load data and models, train, write the run folder, print a summary."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.models import load_policy
-    from rlhfkit.trainers.run_dir import RunDir
-    from rlhfkit.trainers.sft import load_offline_policy, load_split_data
-
-    if not cfg.data:
-        raise ConfigError("--data is required: a file of pairwise rows (or thumbs rows for --loss kto)")
-    kind = _detect_kind(cfg.data)
-    if kind == "thumbs" and cfg.loss != "kto":
-        raise ConfigError(f"{cfg.data} holds thumbs rows (prompt, response, thumbs_up): those train with --loss kto; "
-                          f"--loss {cfg.loss} needs pairwise rows (prompt, chosen, rejected)")
-    data = load_split_data(cfg, kind, eval_kind=_detect_kind(cfg.eval_data) if cfg.eval_data else None)
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime(f"{cfg.loss}-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite)
-    run.save_config(cfg)
-    policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
-    reference = load_policy(cfg.ref_model, device=device)[0] if cfg.ref_model else None
-    print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
-          f"loss {cfg.loss}  {len(data.train)} training / {len(data.eval)} held-out {kind} rows", flush=True)
-    start = time.perf_counter()
-    result = train_dpo(policy, tokenizer, data.train, cfg, reference, data.eval, logger=run.log_metrics, compute_dtype=dtype)
-    final = save_final(result["policy"], tokenizer, run.checkpoints / "final", cfg)
-    keep = ("loss", "rewards/accuracy", "rewards/margin", "rewards/chosen", "rewards/rejected", "rewards/desirable",
-            "rewards/undesirable", "kl/z0", "kl_proxy/seq_logratio")
-    summary = {
-        "command": "dpo", "loss": cfg.loss, "model": cfg.model, "device": str(device),
-        "precision": str(dtype).replace("torch.", ""), "steps": result["steps"],
-        "data": {**result["data"], "kind": kind, "skipped_rows": data.skipped},
-        "train": {when: {k: v for k, v in result["train"][when].items() if k in keep} for when in ("first", "last")},
-        "eval": result["eval"], "checkpoint": str(final), "seconds": round(time.perf_counter() - start, 2),
-    }
-    run.write_summary(summary)
-    first, last = summary["train"]["first"], summary["train"]["last"]
-    print(f"[rlhfkit] {result['steps']} steps; train loss {first['loss']:.3f} → {last['loss']:.3f}, "
-          f"reward margin {first['rewards/margin']:+.3f} → {last['rewards/margin']:+.3f}")
-    if result["eval"]:
-        b, a = result["eval"]["before"], result["eval"]["after"]
-        if "rewards/accuracy" in a:
-            print(f"[rlhfkit] held-out implicit-reward accuracy {b['rewards/accuracy']:.1%} → {a['rewards/accuracy']:.1%}, "
-                  f"margin {b['rewards/margin']:+.3f} → {a['rewards/margin']:+.3f}")
-        else:
-            print(f"[rlhfkit] held-out KTO loss {b['loss']:.3f} → {a['loss']:.3f}, "
-                  f"reward margin {b['rewards/margin']:+.3f} → {a['rewards/margin']:+.3f}")
-    print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
-    return summary

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -23,8 +22,14 @@ from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.data.collators import SFTExample, collate_sft, pack_examples, tokenize_sft
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.loading import autocast_context
-from rlhfkit.trainers.common import check_finite
-from rlhfkit.trainers.offline_config import SFTConfig
+from rlhfkit.trainers.common import (
+    check_finite,
+    make_optimizer,
+    prepare_policy,
+    run_loop,
+    total_steps,
+)
+from rlhfkit.trainers.config import SFTConfig
 from rlhfkit.types import SFTRecord
 
 CHAT = {"auto": None, "yes": True, "no": False}
@@ -170,184 +175,3 @@ def train_sft(policy, tokenizer, records: Sequence[SFTRecord], config: SFTConfig
         "history": history,
         "eval_history": evals,
     }
-
-
-def run_sft(cfg: SFTConfig) -> dict:
-    """`rlhfkit sft`: load data and model, train, write the run folder, print a summary."""
-    from rlhfkit.trainers.run_dir import RunDir
-
-    data = load_split_data(cfg, "sft")
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("sft-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite)
-    run.save_config(cfg)
-    policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
-    print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
-          f"{len(data.train)} training / {len(data.eval)} held-out examples", flush=True)
-    start = time.perf_counter()
-    result = train_sft(policy, tokenizer, data.train, cfg, data.eval, logger=run.log_metrics, compute_dtype=dtype)
-    truncated = result["data"]["train"]["truncated"] + result["data"]["eval"].get("truncated", 0)
-    if truncated:
-        print(f"[rlhfkit] {truncated} examples were longer than max_length {cfg.max_length} and were truncated")
-    final = save_final(result["policy"], tokenizer, run.checkpoints / "final", cfg)
-    summary = {
-        "command": "sft", "model": cfg.model, "device": str(device), "precision": str(dtype).replace("torch.", ""),
-        "steps": result["steps"], "data": {**result["data"], "skipped_rows": data.skipped},
-        "train": result["train"], "eval": result["eval"], "checkpoint": str(final),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    run.write_summary(summary)
-    line = f"[rlhfkit] {summary['steps']} steps; train loss {result['train']['first_loss']:.3f} → {result['train']['last_loss']:.3f}"
-    if result["eval"]:
-        b, a = result["eval"]["before"], result["eval"]["after"]
-        line += f"; eval loss {b['loss']:.3f} → {a['loss']:.3f}, perplexity {b['perplexity']:.2f} → {a['perplexity']:.2f}"
-    print(line)
-    print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
-    return summary
-
-
-# ---------------------------------------------------------------------------------------------
-# Plumbing shared by the offline trainers (sft.py, dpo.py)
-
-
-def total_steps(n_examples: int, config) -> int:
-    """Optimiser steps of a run over `n_examples` training examples (packed rows, pairs)."""
-    if config.max_steps:
-        return config.max_steps
-    return config.epochs * math.ceil(n_examples / config.batch_size)
-
-
-def make_optimizer(params, config, total: int):
-    """AdamW plus a LambdaLR: linear warm-up over warmup_steps, then constant / linear / cosine to 0."""
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup, kind = config.warmup_steps, config.lr_scheduler
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(total - warmup, 1)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        return 1.0
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def epoch_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
-    """One shuffled pass over n examples in batches (the last one may be smaller)."""
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def run_loop(trainer, train_examples, eval_examples, config, progress: bool, desc: str, postfix) -> tuple[list[dict], list[dict]]:
-    """The epoch/step loop shared by the offline trainers: shuffled batches → `trainer.step`,
-    evaluation every `eval_every` steps (else per epoch) and at the end."""
-    from tqdm.auto import tqdm
-
-    rng = random.Random(config.seed)
-    steps = total_steps(len(train_examples), config)
-    history: list[dict] = []
-    evals: list[dict] = []
-    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
-
-    def evaluate() -> None:
-        if eval_examples and (not evals or evals[-1]["step"] != trainer.step_count):
-            result = {"step": trainer.step_count, **trainer.evaluate(eval_examples)}
-            evals.append(result)
-            if trainer.logger:
-                trainer.logger({"stage": f"{desc.lower()}_eval", **{("step" if k == "step" else f"eval/{k}"): v for k, v in result.items()}})
-
-    epoch = 0
-    while trainer.step_count < steps:
-        for indices in epoch_batches(len(train_examples), config.batch_size, rng):
-            stats = trainer.step([train_examples[i] for i in indices])
-            history.append({"epoch": epoch, **stats})
-            bar.update(1)
-            bar.set_postfix(postfix(stats))
-            if config.eval_every and trainer.step_count % config.eval_every == 0:
-                evaluate()
-            if trainer.step_count >= steps:
-                break
-        epoch += 1
-        if not config.eval_every:
-            evaluate()
-    evaluate()
-    bar.close()
-    return history, evals
-
-
-def prepare_policy(policy, config):
-    """Add a LoRA adapter when config.lora asks for one and `policy` has none yet."""
-    from rlhfkit.models.lora import add_lora, is_lora
-
-    if config.lora and not is_lora(policy):
-        policy = add_lora(policy, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                          top_layers=config.lora_top_layers or None)
-    return policy
-
-
-def load_offline_policy(model: str, device: str, precision: str, chat: str = "auto"):
-    """(model, tokenizer, device, compute dtype) for a run; weights stay float32."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.models import load_policy, resolve_device, resolve_precision
-
-    device_ = resolve_device(device)
-    dtype = resolve_precision(precision, device_)
-    policy, tokenizer = load_policy(model, device=device_)
-    if chat == "yes" and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"--chat yes, but the tokenizer of {model} has no chat template; use --chat no or auto")
-    return policy, tokenizer, device_, dtype
-
-
-class SplitData:
-    def __init__(self, train: list, eval: list, skipped: int, kind: str):
-        self.train, self.eval, self.skipped, self.kind = train, eval, skipped, kind
-
-
-def load_split_data(cfg, kind: str, eval_kind: str | None = None) -> SplitData:
-    """Records of `kind` from cfg.data (and cfg.eval_data, read as `eval_kind` (default `kind`),
-    or a seeded cfg.eval_fraction of cfg.data). Bad rows stop the run with the loader's one-line
-    error unless skip_invalid."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.data.loaders import load_records
-
-    if not cfg.data:
-        raise ConfigError("--data is required: a JSONL/JSON/CSV/Parquet file or a saved datasets folder")
-    loaded = load_records(cfg.data, kind, skip_invalid=cfg.skip_invalid)
-    skipped = len(loaded.skipped)
-    for row in loaded.skipped[:5]:
-        print(f"[rlhfkit] skipped {row}")
-    if skipped:
-        print(f"[rlhfkit] {cfg.data}: {loaded.summary()}")
-    train = list(loaded.records)
-    held_out: list = []
-    if cfg.eval_data:
-        eval_loaded = load_records(cfg.eval_data, eval_kind or kind, skip_invalid=cfg.skip_invalid)
-        held_out = list(eval_loaded.records)
-        skipped += len(eval_loaded.skipped)
-    elif cfg.eval_fraction:
-        order = list(range(len(train)))
-        random.Random(cfg.seed).shuffle(order)
-        n_eval = max(1, int(round(len(train) * cfg.eval_fraction)))
-        if n_eval >= len(train):
-            raise ConfigError(f"eval_fraction {cfg.eval_fraction} of {len(train)} rows leaves nothing to train on")
-        held_out = [train[i] for i in order[:n_eval]]
-        train = [train[i] for i in sorted(order[n_eval:])]
-    return SplitData(train, held_out, skipped, kind)
-
-
-def save_final(policy, tokenizer, path: Path, config) -> Path:
-    """Write the trained model and tokenizer with save_pretrained. A LoRA model is saved merged
-    into its base (a folder every command can load with --model) when config.save_merged, else
-    as the adapter alone. Merging happens in place (no second copy in memory), so this is the
-    last thing a run does with `policy`."""
-    from rlhfkit.models.lora import is_lora
-
-    path.mkdir(parents=True, exist_ok=True)
-    model = policy
-    if is_lora(policy) and config.save_merged:
-        model = policy.merge_and_unload()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path

@@ -13,17 +13,15 @@ import sys
 
 from rlhfkit.config import ConfigError, add_config_command
 from rlhfkit.data.schemas import KINDS, DataError
-from rlhfkit.generation.config import GenerationConfig
-from rlhfkit.trainers.config import QuickstartConfig
-
+from rlhfkit.pipelines.config import GenerationConfig, QuickstartConfig
 
 # Rooms that define their own commands (kept import-light: argparse only at module level).
 COMMAND_MODULES = [
-    "rlhfkit.trainers.offline_cli",  # sft, dpo
-    "rlhfkit.trainers.reward_cli",  # rm
-    "rlhfkit.trainers.rl_cli",  # rl, compare
-    "rlhfkit.feedback.cli",  # label, feedback
-    "rlhfkit.tabular.cli",  # gridworld
+    "rlhfkit.cli.train",  # sft, dpo
+    "rlhfkit.cli.rm",  # rm
+    "rlhfkit.cli.rl",  # rl, compare
+    "rlhfkit.cli.feedback",  # label, feedback
+    "rlhfkit.cli.gridworld",  # gridworld
 ]
 
 
@@ -58,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_config_command(
-        sub, "quickstart", QuickstartConfig, "rlhfkit.trainers.quickstart:run_quickstart",
+        sub, "quickstart", QuickstartConfig, "rlhfkit.pipelines.quickstart:run_quickstart",
         help="the whole RLHF loop on the embedded default: sample, label, reward model, PPO, evaluate",
         description="Sample pairs from the base policy, label them with a simulated human (gold scorer), "
         "train a reward model, run PPO with LoRA against it, and compare base vs final policy on held-out prompts.",
     )
     add_config_command(
-        sub, "generate", GenerationConfig, "rlhfkit.generation.cli:run_generate",
+        sub, "generate", GenerationConfig, "rlhfkit.pipelines.generate:run_generate",
         help="sample responses for a file of prompts and write JSONL",
         description="Batched sampling (greedy, temperature, top-k, top-p, beam, best-of-n) with the KV cache.",
     )

@@ -33,7 +33,12 @@ a session:
 def register(subparsers) -> None:
     """Add `label` and `feedback` (serve, add-annotator, import, export, stats) to `rlhfkit`."""
     from rlhfkit.config import add_config_arguments
-    from rlhfkit.feedback.config import ExportConfig, ImportConfig, LabelConfig, ServeConfig
+    from rlhfkit.feedback.config import (
+        ExportConfig,
+        ImportConfig,
+        LabelConfig,
+        ServeConfig,
+    )
 
     label = subparsers.add_parser(
         "label",
@@ -125,7 +130,13 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.config import LabelConfig
     from rlhfkit.feedback.inputs import read_examples, read_pairs, read_responses
     from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
-    from rlhfkit.feedback.labeler import LabelPlan, format_table, label_pairs, randomise_order, rating_labels
+    from rlhfkit.feedback.labeler import (
+        LabelPlan,
+        format_table,
+        label_pairs,
+        randomise_order,
+        rating_labels,
+    )
 
     cfg = config_from_args(LabelConfig, args)
     try:

@@ -231,7 +231,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from rlhfkit.config import config_from_args
     from rlhfkit.tabular.config import SweepConfig
     from rlhfkit.tabular.gridworld import cell_name
-    from rlhfkit.tabular.render import Panel, format_policy, plot_panels, policy_by_cell, utilities_by_cell
+    from rlhfkit.tabular.render import (
+        Panel,
+        format_policy,
+        plot_panels,
+        policy_by_cell,
+        utilities_by_cell,
+    )
 
     cfg = config_from_args(SweepConfig, args)
     rng = np.random.default_rng(cfg.seed)

@@ -16,10 +16,11 @@ import torch
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
+from rlhfkit.pipelines.config import CompareConfig
+from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.tasks import get_task
-from rlhfkit.trainers.config import ALGORITHMS, CompareConfig, RLConfig
+from rlhfkit.trainers.config import ALGORITHMS, RLConfig
 from rlhfkit.trainers.online import OnlineTrainer
-from rlhfkit.trainers.run_dir import RunDir
 from rlhfkit.types import PairwiseRecord
 
 
@@ -40,8 +41,8 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
 
 
 def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
+    from rlhfkit.trainers.config import DPOConfig
     from rlhfkit.trainers.dpo import train_dpo
-    from rlhfkit.trainers.offline_config import DPOConfig
 
     policy, tokenizer = load_policy(cfg.policy, device=device)
     n_pairs = cfg.sample_budget // 2

@@ -12,12 +12,12 @@ from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequ
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
+from rlhfkit.pipelines.config import RLRunConfig
+from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
-from rlhfkit.trainers.config import RLRunConfig
 from rlhfkit.trainers.online import OnlineTrainer
-from rlhfkit.trainers.run_dir import RunDir
 
 
 def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:

@@ -31,7 +31,7 @@ rlhfkit.models.load_reward_model, or pass it as --reward to `rlhfkit generate`).
 def register(subparsers) -> None:
     """Add `rm` to the top-level `rlhfkit` subparsers."""
     from rlhfkit.config import add_config_arguments
-    from rlhfkit.trainers.reward_config import RMConfig
+    from rlhfkit.pipelines.config import RMConfig
 
     parser = subparsers.add_parser(
         "rm",
@@ -52,10 +52,10 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     import sys
 
     from rlhfkit.config import config_from_args
-    from rlhfkit.trainers.reward_config import RMConfig
+    from rlhfkit.pipelines.config import RMConfig
 
     cfg = config_from_args(RMConfig, args)
-    from rlhfkit.trainers.reward import run_reward_training
+    from rlhfkit.pipelines.rm import run_reward_training
 
     echo = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout: JSON only
     summary = run_reward_training(cfg, echo=echo)

@@ -8,8 +8,13 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records, write_jsonl
-from rlhfkit.generation.config import GenerationConfig
-from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound, generate_batched
+from rlhfkit.generation.sampling import (
+    SamplingParams,
+    best_of_n,
+    best_of_n_kl_bound,
+    generate_batched,
+)
+from rlhfkit.pipelines.config import GenerationConfig
 
 
 def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:

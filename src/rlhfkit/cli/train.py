@@ -40,10 +40,10 @@ examples:
 def register(subparsers) -> None:
     """Add `sft` and `dpo` to the top-level `rlhfkit` subparsers."""
     from rlhfkit.config import add_config_command
-    from rlhfkit.trainers.offline_config import DPOConfig, SFTConfig
+    from rlhfkit.trainers.config import DPOConfig, SFTConfig
 
     add_config_command(
-        subparsers, "sft", SFTConfig, "rlhfkit.trainers.sft:run_sft",
+        subparsers, "sft", SFTConfig, "rlhfkit.pipelines.sft:run_sft",
         help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",
         description=textwrap.fill(
             "Fine-tune a causal LM on demonstrations with the loss on completion tokens (or all tokens), "
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     )
 
     add_config_command(
-        subparsers, "dpo", DPOConfig, "rlhfkit.trainers.dpo:run_dpo",
+        subparsers, "dpo", DPOConfig, "rlhfkit.pipelines.dpo:run_dpo",
         help="direct preference optimisation from offline data: DPO, IPO or KTO",
         description=textwrap.fill(
             "Train a policy directly on preferences against a frozen reference (the initial policy; with LoRA "

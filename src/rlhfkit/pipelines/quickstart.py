@@ -21,14 +21,20 @@ import torch
 from rlhfkit.algorithms import concordance
 from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
 from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
-from rlhfkit.models import add_lora, load_policy, load_reward_model, resolve_device, resolve_precision
+from rlhfkit.models import (
+    add_lora,
+    load_policy,
+    load_reward_model,
+    resolve_device,
+    resolve_precision,
+)
 from rlhfkit.models.lora import reference_forward
+from rlhfkit.pipelines.config import QuickstartConfig
+from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
-from rlhfkit.trainers.config import QuickstartConfig
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.trainers.reward import train_reward_model
-from rlhfkit.trainers.run_dir import RunDir
 from rlhfkit.types import PairwiseRecord
 
 GEN_BATCH = 32
