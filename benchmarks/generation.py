@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from rlhfkit.generation.sampling import SamplingParams, encode_prompts, generate
+from rlhfkit.data.chat import encode_prompts
+from rlhfkit.generation.sampling import SamplingParams, generate
 from rlhfkit.models import eos_token_ids, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.tasks import get_task

@@ -62,7 +62,7 @@ def test_full_quickstart_beats_the_base_policy(tmp_path):
 def test_gold_order_accuracy_counts_pairs_with_different_gold():
     import torch
 
-    from rlhfkit.pipelines.quickstart import gold_order_accuracy
+    from rlhfkit.evaluation.reward_eval import gold_order_accuracy
     from rlhfkit.types import PairwiseRecord
 
     class LengthRM:  # scores a response by its length

@@ -8,11 +8,11 @@ Two steps, kept apart so that data is tokenised once and padded per batch:
   `collate_prompt_responses` (left-padded prompts + right-padded responses, the layout of
   `rlhfkit.models.forward.response_forward`).
 
-Prompts are formatted exactly as generation formats them (`generation.sampling.encode_prompts`:
+Prompts are formatted exactly as generation formats them (`data.chat.encode_prompts`:
 the chat template with the generation prompt when the tokenizer has one), and responses are
 tokenised on their own and end with EOS — the same token boundary a sampled response has.
 Shapes: B batch, L sequence tokens, P prompt tokens, T response tokens.
-May import torch, rlhfkit.types and rlhfkit.generation; never models, trainers or cli.
+May import torch and rlhfkit.types; never models, generation, trainers or cli.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from rlhfkit.data.schemas import DataError
-from rlhfkit.generation.sampling import encode_prompts, uses_chat_template
+from rlhfkit.data.chat import encode_prompts, uses_chat_template
 from rlhfkit.types import PairwiseRecord, SFTRecord, ThumbsRecord
 
 # ---------------------------------------------------------------------------------------------

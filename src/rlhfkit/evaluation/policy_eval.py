@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 
 from rlhfkit.evaluation.metrics import distinct_n
-from rlhfkit.evaluation.stats import mean_ci
+from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
 from rlhfkit.generation.sampling import SamplingParams, generate_batched
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.loading import autocast_context
@@ -46,3 +46,29 @@ def sample_policy(policy, tokenizer, prompts: Sequence[str], max_new_tokens: int
     rollouts = generate_batched(policy, tokenizer, list(prompts), SamplingParams(strategy="sample", max_new_tokens=max_new_tokens),
                                 progress=progress, **gen_kwargs)
     return [r for ro in rollouts for r in ro.responses], rollouts
+
+
+def per_prompt_means(values: Sequence[float], samples_per_prompt: int) -> list[float]:
+    """Average each prompt's k consecutive samples: the unit the bootstrap resamples."""
+    k = samples_per_prompt
+    return [sum(values[i:i + k]) / k for i in range(0, len(values), k)]
+
+
+def base_vs_final(scores: dict[str, tuple[Sequence[float], Sequence[float]]], kl_final: Sequence[float],
+                  lengths: tuple[float, float], samples_per_prompt: int, seed: int = 0) -> dict:
+    """The evaluation block of a run that trained a policy from a base: for each scorer, the
+    base and final means with 95% bootstrap CIs and the final − base difference paired by prompt;
+    KL(final ‖ reference) with its CI; mean response tokens of each."""
+    evaluation: dict = {}
+    for name, (base_values, final_values) in scores.items():
+        b, f = per_prompt_means(base_values, samples_per_prompt), per_prompt_means(final_values, samples_per_prompt)
+        evaluation[name] = {"base": mean_ci(b, seed), "final": mean_ci(f, seed), "improvement": paired_mean_ci(f, b, seed)}
+    evaluation["kl_to_reference"] = mean_ci(kl_final, seed)
+    evaluation["response_length"] = {"base": lengths[0], "final": lengths[1]}
+    return evaluation
+
+
+def mean_response_tokens(rollouts: Sequence[Rollout]) -> float:
+    """Mean number of response tokens (EOS included) over every row of `rollouts`."""
+    total = sum(float(ro.response_mask.sum()) for ro in rollouts)
+    return total / max(sum(ro.response_mask.shape[0] for ro in rollouts), 1)

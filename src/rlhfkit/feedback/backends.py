@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from rlhfkit.data.chat import pad_token_id
 from rlhfkit.feedback.judge import JudgePrompt
 
 
@@ -82,7 +83,7 @@ class LocalJudge:
         self.seed = seed
         self.device = next(model.parameters()).device
         self.eos_ids = eos_token_ids(model, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.pad_id = pad_token_id(tokenizer)
         self.identity = f"local:{identity}:{'chat' if self.chat else 'plain'}:{str(self.compute_dtype).removeprefix('torch.')}"
 
     @classmethod

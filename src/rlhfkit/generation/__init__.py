@@ -6,7 +6,7 @@ pull in torch.
 """
 
 _SAMPLING = {
-    "NucleusMasker", "SamplingParams", "beam_search", "best_of_n", "best_of_n_kl_bound", "decode_responses", "encode_prompts",
+    "NucleusMasker", "SamplingParams", "beam_search", "best_of_n", "best_of_n_kl_bound", "decode_responses",
     "filter_logits", "generate", "generate_batched", "next_token", "sample",
 }
 

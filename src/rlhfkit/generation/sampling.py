@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from rlhfkit.algorithms.masking import masked_logits, top_p_mask
+from rlhfkit.data.chat import encode_prompts, pad_token_id
 from rlhfkit.types import Rollout
 
 
@@ -332,43 +333,6 @@ def beam_search(
     }
 
 
-def uses_chat_template(tokenizer, chat: bool | None) -> bool:
-    if chat is None:
-        return bool(getattr(tokenizer, "chat_template", None))
-    if chat and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat formatting requested but the tokenizer has no chat template")
-    return chat
-
-
-def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool | None = None, max_prompt_tokens: int | None = None,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenise prompts, left-padded. chat=None: use the chat template when the tokenizer has one.
-
-    Returns prompt_ids, prompt_mask: (B, P). Over-long prompts keep their last tokens.
-    """
-    if uses_chat_template(tokenizer, chat):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            for p in prompts
-        ]
-        add_special = False
-    else:
-        texts, add_special = list(prompts), True
-    encoded = [tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in texts]
-    if max_prompt_tokens:
-        encoded = [e[-max_prompt_tokens:] for e in encoded]
-    if any(len(e) == 0 for e in encoded):
-        raise ValueError("a prompt tokenised to zero tokens; give every prompt some text")
-    P = max(len(e) for e in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(encoded), P), pad, dtype=torch.long)
-    mask = torch.zeros(len(encoded), P, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, P - len(e):] = torch.tensor(e)
-        mask[i, P - len(e):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
     """Text of each response without padding and special tokens (EOS included)."""
     return [
@@ -395,7 +359,7 @@ def generate(
 
     device = next(model.parameters()).device
     eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    pad_id = pad_token_id(tokenizer)
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, chat, max_prompt_tokens, device)
     was_training = model.training
     model.eval()

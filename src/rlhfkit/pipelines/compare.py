@@ -14,6 +14,7 @@ import time
 import torch
 
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.evaluation.tables import compare_table
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.pipelines.config import CompareConfig
@@ -111,18 +112,8 @@ def run_compare(cfg: CompareConfig) -> dict:
                "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows}
     run.write_summary(summary)
     print()
-    print(format_table(rows))
+    print(compare_table(rows))
     print(f"\nrun folder: {run.path}")
     return summary
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = ["| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        g = r["gold"]
-        kl = f"≤ {r['kl_to_reference']:.2f}" if r.get("kl_is_bound") else f"{r['kl_to_reference']:.2f}"
-        samples = f"{r['train_samples']}" + (f" (+{r['inference_samples_per_query']}/query)" if "inference_samples_per_query" in r else "")
-        lines.append(f"| {r['method']} | {g['mean']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] | {kl} | "
-                     f"{r['distinct_2']:.3f} | {samples} | {r['seconds']:.0f} |")
-    return "\n".join(lines)

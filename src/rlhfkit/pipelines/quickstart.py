@@ -11,16 +11,23 @@
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
-from rlhfkit.algorithms import concordance
-from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
-from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
+from rlhfkit.data.loaders import write_jsonl
+from rlhfkit.evaluation.policy_eval import (
+    base_vs_final,
+    mean_response_tokens,
+    sample_policy,
+    sequence_kl,
+)
+from rlhfkit.evaluation.reward_eval import gold_order_accuracy
+from rlhfkit.evaluation.tables import quickstart_table
+from rlhfkit.feedback.simulated import simulated_human_labels
 from rlhfkit.models import (
     add_lora,
     load_policy,
@@ -35,7 +42,6 @@ from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.trainers.reward import train_reward_model
-from rlhfkit.types import PairwiseRecord
 
 GEN_BATCH = 32
 
@@ -52,177 +58,132 @@ class StageTimer:
         self.seconds[name] = round(time.perf_counter() - start, 2)
 
 
-def simulated_human_labels(prompts, responses_a, responses_b, gold_a, gold_b, temperature: float, rng: random.Random):
-    """Bradley–Terry choices from gold scores: a is preferred with probability
-    σ((gold_a − gold_b) / temperature), so near-ties are coin flips, like people's labels.
-    Returns (pairs, number of identical-response pairs left out)."""
-    pairs, identical = [], 0
-    for prompt, a, b, ga, gb in zip(prompts, responses_a, responses_b, gold_a, gold_b):
-        if a.strip() == b.strip():
-            identical += 1
-            continue
-        p_a = 1.0 / (1.0 + math.exp(-(ga - gb) / temperature))
-        a_wins = rng.random() < p_a
-        chosen, rejected = (a, b) if a_wins else (b, a)
-        pairs.append((PairwiseRecord(prompt=prompt, chosen=chosen, rejected=rejected), (ga, gb) if a_wins else (gb, ga)))
-    return pairs, identical
+@dataclass
+class _Run:
+    """What every stage of one quickstart run shares."""
 
+    cfg: QuickstartConfig
+    run: RunDir
+    device: torch.device
+    dtype: torch.dtype
+    task: object
+    generator: torch.Generator
+    timer: StageTimer = field(default_factory=StageTimer)
 
-def gold_order_accuracy(rm, pairs_with_gold) -> float:
-    """How often the RM ranks the higher-gold response of a pair first (equal-gold pairs are no
-    comparison): `algorithms.concordance` with one group per pair."""
-    prompts = [p.prompt for p, _ in pairs_with_gold] * 2
-    texts = [p.chosen for p, _ in pairs_with_gold] + [p.rejected for p, _ in pairs_with_gold]
-    gold = torch.tensor([g[0] for _, g in pairs_with_gold] + [g[1] for _, g in pairs_with_gold])
-    groups = torch.arange(len(pairs_with_gold)).repeat(2)
-    accuracy, _ = concordance(rm.score(prompts, texts), gold, groups)
-    return float(accuracy)
-
-
-def _fmt_ci(mean: float, ci_low: float, ci_high: float) -> str:
-    return f"{mean:+.3f} [{ci_low:+.3f}, {ci_high:+.3f}]"
+    def gen_kwargs(self) -> dict:
+        return dict(chat=self.task.chat, generator=self.generator, compute_dtype=self.dtype, batch_size=GEN_BATCH)
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
     run.save_config(cfg)
     device = resolve_device(cfg.device)
-    dtype = resolve_precision(cfg.precision, device)
-    task = get_task(cfg.task)
-    timer = StageTimer()
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    gen_kwargs = dict(chat=task.chat, generator=generator, compute_dtype=dtype, batch_size=GEN_BATCH)
-    print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  task {task.name}")
-
-    with timer("load policy"):
+    q = _Run(cfg, run, device, resolve_precision(cfg.precision, device), get_task(cfg.task),
+             torch.Generator(device=device).manual_seed(cfg.seed))
+    print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(q.dtype).replace('torch.', '')}  task {q.task.name}")
+    with q.timer("load policy"):
         policy, tokenizer = load_policy(cfg.policy, device=device)
-
-    # 1. sample two responses per prompt from the base policy
-    with timer("sample pairs"):
-        prompts = task.prompts("train", cfg.rm_prompts, seed=cfg.seed)
-        doubled = [p for p in prompts for _ in range(2)]
-        responses, _ = sample_policy(policy, tokenizer, doubled, cfg.max_new_tokens, "sampling pairs", **gen_kwargs)
-
-    # 2. label each pair with the gold scorer acting as a simulated human
-    with timer("label pairs"):
-        gold = task.gold(doubled, responses)
-        labelled, identical = simulated_human_labels(
-            prompts, responses[0::2], responses[1::2], gold[0::2], gold[1::2], cfg.label_temperature, rng)
-        run_pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "gold_chosen": g[0], "gold_rejected": g[1]}
-                     for p, g in labelled]
-        from rlhfkit.data.loaders import write_jsonl
-
-        write_jsonl(run.path / "preferences.jsonl", run_pairs)
-        n_eval = max(1, int(len(labelled) * cfg.rm_eval_fraction))
-        eval_set, train_set = labelled[:n_eval], labelled[n_eval:]
-        label_agreement = sum(g[0] >= g[1] for _, g in labelled) / max(len(labelled), 1)
-        print(f"[rlhfkit] {len(labelled)} pairs ({identical} identical pairs left out); "
-              f"simulated labels agree with the gold order on {label_agreement:.0%}")
-
-    # 3. reward model
-    with timer("train reward model"):
-        rm = load_reward_model(cfg.reward_backbone, device=device)
-        rm_metrics = train_reward_model(rm, [p for p, _ in train_set], cfg.reward_config(), [p for p, _ in eval_set],
-                                        logger=run.log_metrics)
-        rm_gold_acc = gold_order_accuracy(rm, eval_set)
-        offset = rm.center(doubled, responses)  # base-policy responses score 0 on average
-        rm.save(run.path / "reward_model")
-        print(f"[rlhfkit] reward model: held-out accuracy {rm_metrics['accuracy']:.1%} vs labels, "
-              f"{rm_gold_acc:.1%} vs gold order ({len(eval_set)} pairs); centred by {offset:+.3f}")
-
-    # 4. PPO against the learned reward
-    with timer("PPO"):
-        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
-        trainer = OnlineTrainer(
-            policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=dtype, chat=task.chat,
-            gold_fn=task.gold, logger=lambda s: run.log_metrics({"stage": "ppo", **s}),
-        )
-        trainer.generator = generator
-        history = trainer.train(task.prompts("train", seed=cfg.seed + 1))
-        trainer.save(run.checkpoints / "final")
-
-    # 5. evaluate base vs final on held-out prompts
-    with timer("evaluate"):
-        eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
-        k = cfg.eval_samples_per_prompt
-        expanded = [p for p in eval_prompts for _ in range(k)]
-        with reference_forward(policy, None) as base:
-            base_text, base_ro = sample_policy(base, tokenizer, expanded, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
-        final_text, final_ro = sample_policy(policy, tokenizer, expanded, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
-        scores = {
-            "gold": (task.gold(expanded, base_text), task.gold(expanded, final_text)),
-            "proxy": (rm.score(expanded, base_text).tolist(), rm.score(expanded, final_text).tolist()),
-        }
-        kl_final = sequence_kl(policy, final_ro, dtype)
-
-        def per_prompt(values):
-            return [sum(values[i * k:(i + 1) * k]) / k for i in range(len(eval_prompts))]
-
-        evaluation = {}
-        for name, (base_vals, final_vals) in scores.items():
-            b, f = per_prompt(base_vals), per_prompt(final_vals)
-            evaluation[name] = {"base": mean_ci(b, cfg.seed), "final": mean_ci(f, cfg.seed),
-                                "improvement": paired_mean_ci(f, b, cfg.seed)}
-        evaluation["kl_to_reference"] = mean_ci(kl_final, cfg.seed)
-        evaluation["response_length"] = {
-            "base": sum(float(ro.response_mask.sum()) for ro in base_ro) / len(expanded),
-            "final": sum(float(ro.response_mask.sum()) for ro in final_ro) / len(expanded),
-        }
-        run.log_samples([
-            {"prompt": p, "base": bt, "final": ft, "gold_base": gb, "gold_final": gf, "proxy_base": pb, "proxy_final": pf}
-            for p, bt, ft, gb, gf, pb, pf in zip(expanded, base_text, final_text, *scores["gold"], *scores["proxy"])
-        ])
-
-    # 6. summary
+    with q.timer("sample pairs"):
+        prompts, responses = _sample_pairs(q, policy, tokenizer)
+    with q.timer("label pairs"):
+        pairs = _label_pairs(q, prompts, responses)
+    with q.timer("train reward model"):
+        rm, rm_summary = _train_reward_model(q, pairs, prompts, responses)
+    with q.timer("PPO"):
+        policy, trainer, history = _ppo(q, policy, tokenizer, rm)
+    with q.timer("evaluate"):
+        evaluation, examples, n_eval_prompts = _evaluate(q, policy, tokenizer, rm)
     summary = {
-        "task": task.name,
-        "policy": cfg.policy,
-        "reward_backbone": cfg.reward_backbone,
-        "device": str(device),
-        "precision": str(dtype).replace("torch.", ""),
-        "pairs": {"train": len(train_set), "eval": len(eval_set), "identical_left_out": identical,
-                  "labels_agree_with_gold": label_agreement},
-        "reward_model": {"eval_accuracy_vs_labels": rm_metrics.get("accuracy"), "eval_loss": rm_metrics.get("loss"),
-                         "eval_accuracy_vs_gold_order": rm_gold_acc, "centering_offset": offset},
+        "task": q.task.name, "policy": cfg.policy, "reward_backbone": cfg.reward_backbone,
+        "device": str(device), "precision": str(q.dtype).replace("torch.", ""),
+        "pairs": pairs["summary"], "reward_model": rm_summary,
         "ppo": {"steps": len(history), "final_kl_coef": trainer.kl_ctl.value,
                 "first_score": history[0]["reward/score_mean"], "last_score": history[-1]["reward/score_mean"]},
         "evaluation": evaluation,
-        "eval_prompts": len(eval_prompts),
-        "eval_samples_per_prompt": k,
-        "stage_seconds": timer.seconds,
-        "total_seconds": round(sum(timer.seconds.values()), 2),
+        "eval_prompts": n_eval_prompts, "eval_samples_per_prompt": cfg.eval_samples_per_prompt,
+        "stage_seconds": q.timer.seconds,
+        "total_seconds": round(sum(q.timer.seconds.values()), 2),
         "gold_improved": evaluation["gold"]["improvement"]["ci_low"] > 0,
     }
     run.write_summary(summary)
-    print_summary(summary, run.path, list(zip(expanded, base_text, final_text, *scores["gold"]))[:: max(1, k)][:4])
+    print(quickstart_table(summary, run.path, examples))
     return summary
 
 
-def print_summary(summary: dict, path, examples) -> None:
-    ev = summary["evaluation"]
-    rows = [
-        ("gold reward (VADER)" if summary["task"] == "sentiment" else "gold reward", ev["gold"]),
-        ("proxy reward (RM)", ev["proxy"]),
-    ]
-    print()
-    print(f"{'':24s} {'base':>24s} {'final':>24s} {'final − base':>24s}")
-    for name, e in rows:
-        print(f"{name:24s} {_fmt_ci(**e['base']):>24s} {_fmt_ci(**e['final']):>24s} {_fmt_ci(**e['improvement']):>24s}")
-    kl = ev["kl_to_reference"]
-    print(f"{'KL to reference (nats)':24s} {'0':>24s} {_fmt_ci(kl['mean'], kl['ci_low'], kl['ci_high']):>24s}")
-    print(f"{'response tokens':24s} {ev['response_length']['base']:>24.1f} {ev['response_length']['final']:>24.1f}")
-    rm = summary["reward_model"]
-    print(f"\nreward model held-out accuracy: {rm['eval_accuracy_vs_labels']:.1%} (labels), "
-          f"{rm['eval_accuracy_vs_gold_order']:.1%} (gold order)")
-    print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
-          + f"; total {summary['total_seconds']:.0f}s")
-    verdict = "beats" if summary["gold_improved"] else "does NOT beat"
-    print(f"final policy {verdict} the base policy on gold reward (95% CI of the difference "
-          f"{'excludes' if summary['gold_improved'] else 'includes'} 0)")
-    print("\nsamples (base → final):")
-    for prompt, b, f, gb, gf in examples:
-        print(f"  {prompt}\n    base  [{gb:+.2f}] {b}\n    final [{gf:+.2f}] {f}")
-    print(f"\nrun folder: {path}  (summary.json, metrics.jsonl, samples.jsonl, checkpoints/final)")
+def _sample_pairs(q: _Run, policy, tokenizer) -> tuple[list[str], list[str]]:
+    """1. Two responses per training prompt from the base policy (adjacent in `responses`)."""
+    prompts = q.task.prompts("train", q.cfg.rm_prompts, seed=q.cfg.seed)
+    doubled = [p for p in prompts for _ in range(2)]
+    responses, _ = sample_policy(policy, tokenizer, doubled, q.cfg.max_new_tokens, "sampling pairs", **q.gen_kwargs())
+    return prompts, responses
+
+
+def _label_pairs(q: _Run, prompts: list[str], responses: list[str]) -> dict:
+    """2. Label each pair with the gold scorer acting as a simulated, noisy human; hold some out."""
+    cfg = q.cfg
+    doubled = [p for p in prompts for _ in range(2)]
+    gold = q.task.gold(doubled, responses)
+    labelled, identical = simulated_human_labels(
+        prompts, responses[0::2], responses[1::2], gold[0::2], gold[1::2], cfg.label_temperature, random.Random(cfg.seed))
+    write_jsonl(q.run.path / "preferences.jsonl", [
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "gold_chosen": g[0], "gold_rejected": g[1]}
+        for p, g in labelled])
+    n_eval = max(1, int(len(labelled) * cfg.rm_eval_fraction))
+    eval_set, train_set = labelled[:n_eval], labelled[n_eval:]
+    agreement = sum(g[0] >= g[1] for _, g in labelled) / max(len(labelled), 1)
+    print(f"[rlhfkit] {len(labelled)} pairs ({identical} identical pairs left out); "
+          f"simulated labels agree with the gold order on {agreement:.0%}")
+    return {"train": train_set, "eval": eval_set,
+            "summary": {"train": len(train_set), "eval": len(eval_set), "identical_left_out": identical,
+                        "labels_agree_with_gold": agreement}}
+
+
+def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: list[str]):
+    """3. A Bradley–Terry reward model on the labelled pairs, centred so base responses score 0."""
+    cfg = q.cfg
+    rm = load_reward_model(cfg.reward_backbone, device=q.device)
+    metrics = train_reward_model(rm, [p for p, _ in pairs["train"]], cfg.reward_config(), [p for p, _ in pairs["eval"]],
+                                 logger=q.run.log_metrics)
+    gold_accuracy = gold_order_accuracy(rm, pairs["eval"])
+    offset = rm.center([p for p in prompts for _ in range(2)], responses)
+    rm.save(q.run.path / "reward_model")
+    print(f"[rlhfkit] reward model: held-out accuracy {metrics['accuracy']:.1%} vs labels, "
+          f"{gold_accuracy:.1%} vs gold order ({len(pairs['eval'])} pairs); centred by {offset:+.3f}")
+    return rm, {"eval_accuracy_vs_labels": metrics.get("accuracy"), "eval_loss": metrics.get("loss"),
+                "eval_accuracy_vs_gold_order": gold_accuracy, "centering_offset": offset}
+
+
+def _ppo(q: _Run, policy, tokenizer, rm):
+    """4. PPO with a LoRA adapter against the learned reward (the task's gold is only logged)."""
+    cfg = q.cfg
+    policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
+    trainer = OnlineTrainer(policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=q.dtype,
+                            chat=q.task.chat, gold_fn=q.task.gold, logger=lambda s: q.run.log_metrics({"stage": "ppo", **s}))
+    trainer.generator = q.generator
+    history = trainer.train(q.task.prompts("train", seed=cfg.seed + 1))
+    trainer.save(q.run.checkpoints / "final")
+    return policy, trainer, history
+
+
+def _evaluate(q: _Run, policy, tokenizer, rm):
+    """5. Base vs final on held-out prompts: gold and proxy with CIs, KL, samples side by side."""
+    cfg, task = q.cfg, q.task
+    k = cfg.eval_samples_per_prompt
+    expanded = [p for p in task.prompts("test", cfg.eval_prompts, seed=cfg.seed) for _ in range(k)]
+    with reference_forward(policy, None) as base:
+        base_text, base_ro = sample_policy(base, tokenizer, expanded, cfg.max_new_tokens, "evaluating base", **q.gen_kwargs())
+    final_text, final_ro = sample_policy(policy, tokenizer, expanded, cfg.max_new_tokens, "evaluating final", **q.gen_kwargs())
+    scores = {
+        "gold": (task.gold(expanded, base_text), task.gold(expanded, final_text)),
+        "proxy": (rm.score(expanded, base_text).tolist(), rm.score(expanded, final_text).tolist()),
+    }
+    kl_final = sequence_kl(policy, final_ro, q.dtype)
+    evaluation = base_vs_final(scores, kl_final, (mean_response_tokens(base_ro), mean_response_tokens(final_ro)), k, cfg.seed)
+    q.run.log_samples([
+        {"prompt": p, "base": bt, "final": ft, "gold_base": gb, "gold_final": gf, "proxy_base": pb, "proxy_final": pf}
+        for p, bt, ft, gb, gf, pb, pf in zip(expanded, base_text, final_text, *scores["gold"], *scores["proxy"])
+    ])
+    examples = list(zip(expanded, base_text, final_text, *scores["gold"]))[:: max(1, k)][:4]
+    return evaluation, examples, len(expanded) // k

@@ -9,6 +9,7 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.evaluation.tables import before_after_table
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
@@ -103,21 +104,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     summary["steps"] = trainer.step_count
     summary["last_step"] = history[-1] if history else None
     run.write_summary(summary)
-    _print(summary, run.path)
+    print(before_after_table(summary, run.path))
     return summary
 
 
-def _fmt(e: dict) -> str:
-    return f"{e['mean']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
-
-
-def _print(summary: dict, path) -> None:
-    before, after = summary.get("before"), summary.get("after")
-    if after:
-        print(f"\n{'':16s} {'before':>24s} {'after':>24s}")
-        for key in ("reward", "gold"):
-            if key in after:
-                print(f"{key:16s} {_fmt(before[key]) if before else '':>24s} {_fmt(after[key]):>24s}")
-        print(f"{'distinct-2':16s} {before['distinct_2'] if before else float('nan'):>24.3f} {after['distinct_2']:>24.3f}")
-        print(f"{'KL to reference':16s} {'0':>24s} {after['kl_to_reference']:>24.2f}")
-    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f}s; run folder {path}")

@@ -35,6 +35,7 @@ from rlhfkit.data.collators import (
     unpaired_from_pairwise,
     unpaired_from_thumbs,
 )
+from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.loading import autocast_context
@@ -88,7 +89,7 @@ class DPOTrainer:
         self.compute_dtype = compute_dtype
         self.logger = logger
         self.device = next(policy.parameters()).device
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         if reference is None and not is_lora(policy) and not config.precompute_ref:
             reference = frozen_copy(policy)
         self.reference = reference

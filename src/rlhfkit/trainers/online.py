@@ -37,6 +37,7 @@ from rlhfkit.algorithms import (
     rloo_advantages,
     whiten,
 )
+from rlhfkit.data.chat import pad_token_id
 from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
@@ -464,7 +465,7 @@ class _PtxBatches:
         if not records:
             raise ValueError("PPO-ptx needs ptx examples (SFT records)")
         self.examples = [tokenize_sft(tokenizer, r, chat=chat) for r in records]
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.batch_size, self.device = cfg.ptx_batch_size, device
         self.position = 0
 

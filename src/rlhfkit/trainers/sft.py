@@ -20,6 +20,7 @@ import torch
 
 from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.data.collators import SFTExample, collate_sft, pack_examples, tokenize_sft
+from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.trainers.common import (
@@ -46,7 +47,7 @@ class SFTTrainer:
         self.compute_dtype = compute_dtype
         self.logger = logger
         self.device = next(policy.parameters()).device
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
         self.step_count = 0

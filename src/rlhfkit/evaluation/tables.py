@@ -1,0 +1,63 @@
+"""The tables runs print: quickstart's base-vs-final summary, compare's method table, rl's
+before/after block. Each takes what the run writes to summary.json and returns text."""
+
+from __future__ import annotations
+
+
+def format_ci(e: dict) -> str:
+    """{"mean", "ci_low", "ci_high"} as `+0.123 [+0.100, +0.150]`."""
+    return f"{e['mean']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
+
+
+def quickstart_table(summary: dict, path, examples) -> str:
+    """Gold and proxy reward of base vs final with CIs, KL, lengths, RM accuracy, stage times,
+    the verdict, and `examples` = [(prompt, base, final, gold_base, gold_final)] side by side."""
+    ev = summary["evaluation"]
+    rows = [
+        ("gold reward (VADER)" if summary["task"] == "sentiment" else "gold reward", ev["gold"]),
+        ("proxy reward (RM)", ev["proxy"]),
+    ]
+    lines = ["", f"{'':24s} {'base':>24s} {'final':>24s} {'final − base':>24s}"]
+    for name, e in rows:
+        lines.append(f"{name:24s} {format_ci(e['base']):>24s} {format_ci(e['final']):>24s} {format_ci(e['improvement']):>24s}")
+    lines.append(f"{'KL to reference (nats)':24s} {'0':>24s} {format_ci(ev['kl_to_reference']):>24s}")
+    lines.append(f"{'response tokens':24s} {ev['response_length']['base']:>24.1f} {ev['response_length']['final']:>24.1f}")
+    rm = summary["reward_model"]
+    lines.append(f"\nreward model held-out accuracy: {rm['eval_accuracy_vs_labels']:.1%} (labels), "
+                 f"{rm['eval_accuracy_vs_gold_order']:.1%} (gold order)")
+    lines.append("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
+                 + f"; total {summary['total_seconds']:.0f}s")
+    verdict = "beats" if summary["gold_improved"] else "does NOT beat"
+    lines.append(f"final policy {verdict} the base policy on gold reward (95% CI of the difference "
+                 f"{'excludes' if summary['gold_improved'] else 'includes'} 0)")
+    lines.append("\nsamples (base → final):")
+    for prompt, b, f, gb, gf in examples:
+        lines.append(f"  {prompt}\n    base  [{gb:+.2f}] {b}\n    final [{gf:+.2f}] {f}")
+    lines.append(f"\nrun folder: {path}  (summary.json, metrics.jsonl, samples.jsonl, checkpoints/final)")
+    return "\n".join(lines)
+
+
+def compare_table(rows: list[dict]) -> str:
+    """The markdown table of `rlhfkit compare`: one row per method."""
+    lines = ["| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        kl = f"≤ {r['kl_to_reference']:.2f}" if r.get("kl_is_bound") else f"{r['kl_to_reference']:.2f}"
+        samples = f"{r['train_samples']}" + (f" (+{r['inference_samples_per_query']}/query)" if "inference_samples_per_query" in r else "")
+        lines.append(f"| {r['method']} | {format_ci(r['gold'])} | {kl} | {r['distinct_2']:.3f} | {samples} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def before_after_table(summary: dict, path) -> str:
+    """`rlhfkit rl`'s closing block: reward (and gold) before and after training, distinct-2, KL."""
+    before, after = summary.get("before"), summary.get("after")
+    lines = []
+    if after:
+        lines.append(f"\n{'':16s} {'before':>24s} {'after':>24s}")
+        for key in ("reward", "gold"):
+            if key in after:
+                lines.append(f"{key:16s} {format_ci(before[key]) if before else '':>24s} {format_ci(after[key]):>24s}")
+        lines.append(f"{'distinct-2':16s} {before['distinct_2'] if before else float('nan'):>24.3f} {after['distinct_2']:>24.3f}")
+        lines.append(f"{'KL to reference':16s} {'0':>24s} {after['kl_to_reference']:>24.2f}")
+    lines.append(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f}s; run folder {path}")
+    return "\n".join(lines)
