@@ -9,6 +9,29 @@ from __future__ import annotations
 import argparse
 import re
 
+from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
+from rlhfkit.tabular.config import SolveConfig, SweepConfig
+from rlhfkit.tabular.gridworld import (
+    ACTIONS,
+    MapError,
+    build_gridworld,
+    cell_name,
+    parse_map,
+)
+from rlhfkit.tabular.methods import METHODS
+from rlhfkit.tabular.planning import PlanningError, absorption_probabilities
+from rlhfkit.tabular.render import (
+    Panel,
+    exit_label,
+    format_policy,
+    format_utilities,
+    plot_panels,
+    policy_by_cell,
+    utilities_by_cell,
+)
+from rlhfkit.tabular.simulate import simulate_policy
+from rlhfkit.tabular.worlds import WORLDS
+
 MAP_FORMAT = """\
 map files (--map FILE): one cell per character, spaces between cells optional, top row first;
 '.' open, '#' wall, 'S' start; other symbols are declared before the grid, one per line, as
@@ -30,8 +53,6 @@ _NUMBERS = re.compile(r"^-\.?\d")
 
 def register(subparsers) -> None:
     """Add `gridworld` (with `solve` and `sweep`) to the top-level `rlhfkit` subparsers."""
-    from rlhfkit.config import add_config_arguments
-    from rlhfkit.tabular.config import SolveConfig, SweepConfig
 
     gridworld = subparsers.add_parser(
         "gridworld",
@@ -73,9 +94,6 @@ def _load_world(cfg, step_reward: float):
     """The GridWorld for --map or --world; user mistakes become ConfigError."""
     from pathlib import Path
 
-    from rlhfkit.config import ConfigError
-    from rlhfkit.tabular.gridworld import MapError, build_gridworld, parse_map
-    from rlhfkit.tabular.worlds import WORLDS
 
     if cfg.map is not None:
         path = Path(cfg.map)
@@ -93,9 +111,6 @@ def _load_world(cfg, step_reward: float):
 
 def _solve(world, cfg):
     """Run the chosen method; planning failures become ConfigError."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.tabular.methods import METHODS
-    from rlhfkit.tabular.planning import PlanningError
 
     try:
         return METHODS[cfg.method](
@@ -107,10 +122,6 @@ def _solve(world, cfg):
 
 def _outcomes(world, solution, cfg, rng) -> dict | None:
     """Simulate cfg.episodes episodes from S; counts and exact probabilities per exit, plus timeouts."""
-    from rlhfkit.config import ConfigError
-    from rlhfkit.tabular.planning import absorption_probabilities
-    from rlhfkit.tabular.render import exit_label
-    from rlhfkit.tabular.simulate import simulate_policy
 
     if cfg.episodes == 0:
         return None
@@ -151,18 +162,6 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from rlhfkit.config import config_from_args
-    from rlhfkit.tabular.config import SolveConfig
-    from rlhfkit.tabular.gridworld import ACTIONS, cell_name
-    from rlhfkit.tabular.methods import METHODS
-    from rlhfkit.tabular.render import (
-        Panel,
-        format_policy,
-        format_utilities,
-        plot_panels,
-        policy_by_cell,
-        utilities_by_cell,
-    )
 
     cfg = config_from_args(SolveConfig, args)
     world = _load_world(cfg, cfg.step_reward)
@@ -228,16 +227,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from rlhfkit.config import config_from_args
-    from rlhfkit.tabular.config import SweepConfig
-    from rlhfkit.tabular.gridworld import cell_name
-    from rlhfkit.tabular.render import (
-        Panel,
-        format_policy,
-        plot_panels,
-        policy_by_cell,
-        utilities_by_cell,
-    )
 
     cfg = config_from_args(SweepConfig, args)
     rng = np.random.default_rng(cfg.seed)
