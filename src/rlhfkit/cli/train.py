@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from rlhfkit.config import add_config_command
+from rlhfkit.trainers.config import DPOConfig, SFTConfig
+
 DATA_FORMATS = """\
 data files: JSONL (one object per line), JSON list, CSV, Parquet, or a folder saved by `datasets`.
 Check one with `rlhfkit data validate FILE --kind KIND`.
@@ -39,9 +42,6 @@ examples:
 
 def register(subparsers) -> None:
     """Add `sft` and `dpo` to the top-level `rlhfkit` subparsers."""
-    from rlhfkit.config import add_config_command
-    from rlhfkit.trainers.config import DPOConfig, SFTConfig
-
     add_config_command(
         subparsers, "sft", SFTConfig, "rlhfkit.pipelines.sft:run_sft",
         help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",

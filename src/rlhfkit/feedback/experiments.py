@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rlhfkit.data.loaders import write_jsonl
+from rlhfkit.generation.sampling import SamplingParams, generate_batched
+from rlhfkit.models import load_policy, resolve_device, resolve_precision
+from rlhfkit.tasks import get_task
+
 
 def gold_pairs(task_name: str = "sentiment", n: int = 200, seed: int = 0, policy: str = "smollm2-135m-instruct",
                batch_size: int = 32, device: str = "auto", precision: str = "auto") -> tuple[list[dict], int]:
     """`n` pairwise rows {prompt, chosen, rejected, label: 1.0, gold: [score chosen, score rejected]}
     and the number of tied pairs skipped on the way."""
     import torch
-
-    from rlhfkit.generation.sampling import SamplingParams, generate_batched
-    from rlhfkit.models import load_policy, resolve_device, resolve_precision
-    from rlhfkit.tasks import get_task
 
     task = get_task(task_name)
     dev = resolve_device(device)
@@ -54,8 +55,6 @@ def gold_pairs(task_name: str = "sentiment", n: int = 200, seed: int = 0, policy
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlhfkit.data.loaders import write_jsonl
-
     parser = argparse.ArgumentParser(prog="python -m rlhfkit.feedback.experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sentiment")
     parser.add_argument("--n", type=int, default=200, help="pairs to make")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlhfkit.config import ConfigError
+from rlhfkit.models.heads import load_reward_model
 from rlhfkit.rewards.functions import WeightedSum, reward_model_scorer, vader_compound
 
 
@@ -45,8 +46,6 @@ def build_reward(spec: str, task=None, device="cpu", named: dict | None = None):
         elif name == "length":
             fn = _length
         elif Path(name).is_dir():
-            from rlhfkit.models.heads import load_reward_model
-
             fn = reward_model_scorer(load_reward_model(name, device=device))
         else:
             known = ", ".join(["gold", "vader", "length", *named])

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from rlhfkit.config import ConfigError
 from rlhfkit.rewards.functions import vader_compound
 
 
@@ -73,8 +74,6 @@ TASKS: dict[str, Task] = {
 
 def task_gold_scorer(name: str):
     """The gold scorer of built-in task `name` — the `task:NAME` reward of `rewards.spec`."""
-    from rlhfkit.config import ConfigError
-
     try:
         return get_task(name).gold
     except ValueError as err:
