@@ -77,18 +77,59 @@ def test_lora_disabled_forward_equals_the_reference(tiny_llama, tiny_tok):
     args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
     with torch.no_grad():
         with reference_forward(policy, None) as ref:
-            disabled = response_forward(ref, *args)["logprobs"]
-        expected = response_forward(original, *args)["logprobs"]
-        adapted = response_forward(policy, *args)["logprobs"]
+            disabled = response_forward(ref, *args).logprobs
+        expected = response_forward(original, *args).logprobs
+        adapted = response_forward(policy, *args).logprobs
     assert torch.allclose(disabled, expected, atol=1e-6)
     assert not torch.allclose(adapted, expected, atol=1e-4)
 
 
-def test_first_epoch_ratio_is_one_and_kl_starts_at_zero(tiny_llama, tiny_tok):
+def test_kl_to_the_adapter_disabled_base_starts_at_zero(tiny_llama, tiny_tok):
     trainer = OnlineTrainer(add_lora(tiny_llama), tiny_tok, good_fraction, _cfg(), chat=False)
     stats = trainer.step(PROMPTS * 2)
     assert stats["kl/k1_seq_mean"] == pytest.approx(0.0, abs=1e-6)  # LoRA B = 0: π = π_ref at the start
-    assert stats["policy/approx_kl"] == pytest.approx(0.0, abs=1e-6)  # one mini-batch: π = π_old when the loss is taken
+
+
+def _logprobs_by_hand(model, ro) -> torch.Tensor:
+    """log π(a_t | s_t) of every real response token of the rollout, row after row, from one
+    unpadded forward per row and a log-softmax written out: z_a − (max z + log Σ_v exp(z_v − max z))."""
+    out = []
+    for b in range(len(ro.prompt_ids)):
+        prompt = ro.prompt_ids[b][ro.prompt_mask[b] > 0]
+        response = ro.response_ids[b][ro.response_mask[b] > 0]
+        with torch.no_grad():
+            logits = model(input_ids=torch.cat([prompt, response])[None]).logits[0].double()  # (P+T, V)
+        for t, token in enumerate(response.tolist()):
+            z = logits[len(prompt) - 1 + t]  # the position before response token t predicts it
+            top = z.max()
+            out.append(z[token] - (top + torch.log(torch.exp(z - top).sum())))
+    return torch.stack(out)
+
+
+def test_approx_kl_k3_is_k3_of_the_moved_policy_against_the_sampler(tiny_llama, tiny_tok):
+    # Two epochs over one mini-batch (one micro-batch): epoch 1 takes its loss at θ0 = π_old
+    # (every ratio 1, k3 = 0), epoch 2 at θ1, the weights after the first optimiser step. The
+    # logged stat is the mean over the two: (0 + k3(θ1 ‖ θ0))/2, with k3 = exp(lr) − 1 − lr,
+    # lr = log π_old − log π_θ1 per token, averaged over the real tokens (REFERENCES.md, KL).
+    original = copy.deepcopy(tiny_llama)
+    trainer = OnlineTrainer(tiny_llama, tiny_tok, good_fraction, _cfg(ppo_epochs=2), reference=frozen_copy(tiny_llama), chat=False)
+    after_steps = []
+    take_step = trainer.optimizer.step
+
+    def step_and_keep_the_weights(*args, **kwargs):
+        result = take_step(*args, **kwargs)
+        after_steps.append(copy.deepcopy(trainer.policy))
+        return result
+
+    trainer.optimizer.step = step_and_keep_the_weights
+    stats = trainer.step(PROMPTS * 2)
+    assert len(after_steps) == 2
+    lr = _logprobs_by_hand(original, trainer.last_rollout) - _logprobs_by_hand(after_steps[0], trainer.last_rollout)
+    k3 = float((torch.exp(lr) - 1 - lr).mean())
+    assert k3 > 0.05  # the first step moved the policy (lr = 1e-2 on a tiny model moves it far)
+    assert stats["policy/approx_kl_k3"] == pytest.approx(k3 / 2, rel=1e-4)
+    # the other direction, k3 of θ0 against θ1 (exp(−lr) − 1 + lr), is a different number here
+    assert float((torch.exp(-lr) - 1 + lr).mean()) / 2 != pytest.approx(stats["policy/approx_kl_k3"], rel=0.05)
 
 
 def test_nan_reward_stops_before_touching_weights(tiny_llama, tiny_tok):
