@@ -3,8 +3,10 @@
     generate → score → shape → advantages → loss → step → log → checkpoint
 
 The algorithm (PPO, REINFORCE, RLOO, GRPO, REINFORCE++, ReMax, NLPO) only decides a few pieces,
-chosen once when the trainer is built (`ADVANTAGES`, the value head, the KL placement, NLPO's
-masker); the loop itself has no per-algorithm branches. Formulas: ../shared/REFERENCES.md.
+chosen once when the trainer is built (`ADVANTAGES`, the KL placement from `KL_PLACEMENTS`, the
+value head, ReMax's greedy baseline, NLPO's masker); the loop itself has no per-algorithm
+branches. Each iteration's data is typed: the sampler's `Rollout`, the `ForwardOutput` of each
+pass, and the `ScoredRollout` the update reads. Formulas: ../shared/REFERENCES.md.
 
 Shapes: B responses per iteration (= prompts × G samples each, a prompt's G samples adjacent),
 T response tokens, V vocabulary.
@@ -310,7 +312,8 @@ class OnlineTrainer:
         with torch.no_grad():
             stats["loss/policy"] = float(masked_mean(per_token, r_mask))
             stats["policy/clipfrac"] = float(masked_mean(clipped.float(), r_mask))
-            # k3 estimate of KL(π_old‖π) on samples from π_old: how far this epoch has moved
+            # how far the update has moved: k3 with the updated π in the place of π and π_old in
+            # that of the anchor (≈ KL(π‖π_old) while the two are close); 0 in the first epoch
             stats["policy/approx_kl_k3"] = float(masked_mean(kl_k3(out.logprobs, old_logprobs), r_mask))
         return stats
 
