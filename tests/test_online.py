@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
+from rlhfkit.algorithms import kl_k3
 from rlhfkit.config import ConfigError
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.lora import add_lora, frozen_copy, reference_forward
 from rlhfkit.trainers.common import NonFiniteError
 from rlhfkit.trainers.config import RLConfig
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import KL_PLACEMENTS, OnlineTrainer
 
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
 
@@ -220,6 +221,19 @@ def test_kl_in_the_loss_with_k3_and_in_the_reward_with_k2(tiny_llama, tiny_tok):
     # KL in the reward (k2 ≥ 0): once the policy has moved, the shaped return is below the score
     later = histories["reward_k2"][-1]
     assert later["reward/shaped_return_mean"] < later["reward/score_mean"]
+
+
+def test_kl_placements_put_the_penalty_in_one_place_only():
+    per_token = torch.tensor([[1.0, 2.0]])
+    logprobs, anchor = torch.log(torch.tensor([[0.5, 0.25]])), torch.log(torch.tensor([[0.25, 0.25]]))
+    in_reward, in_loss = KL_PLACEMENTS["reward"], KL_PLACEMENTS["loss"]
+    # in the reward: the token rewards get −β·kl (β passed on), the loss is left alone
+    assert in_reward.reward_coef(0.5) == 0.5
+    assert torch.equal(in_reward.add_to_loss(per_token, kl_k3, logprobs, anchor, 0.5), per_token)
+    # in the loss: no KL in the rewards; + β·k3 per token, lr = log π_ref − log π = [log ½, 0],
+    # k3 = [½ − 1 − log ½, 0] = [0.193147, 0], β = 0.5 -> [1 + 0.096574, 2]
+    assert in_loss.reward_coef(0.5) == 0.0
+    assert in_loss.add_to_loss(per_token, kl_k3, logprobs, anchor, 0.5).tolist()[0] == pytest.approx([1.096574, 2.0], abs=1e-6)
 
 
 def test_resume_equals_no_interruption(tmp_path, tiny_llama, tiny_tok):
