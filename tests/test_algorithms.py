@@ -9,7 +9,11 @@ import torch
 from rlhfkit.algorithms import (
     AdaptiveKLController,
     FixedKLController,
+    RunningMoments,
+    batch_normalize_scores,
     bradley_terry_loss,
+    clip_scores,
+    clipped_surrogate,
     entropy_from_logits,
     gae,
     gae_reference_loop,
@@ -20,9 +24,11 @@ from rlhfkit.algorithms import (
     last_token_index,
     masked_mean,
     masked_var,
-    ppo_policy_loss,
+    penalize_missing_eos,
     ppo_value_loss,
     selected_token_logprobs,
+    shape_scores,
+    standardize_scores,
     whiten,
 )
 
@@ -106,6 +112,59 @@ def test_shaping_puts_score_on_last_real_token():
     assert last_token_index(torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])).tolist() == [1, 0, 2]
 
 
+def test_score_shaping_pieces_hand_values():
+    # clip to ±1: 3 -> 1, −0.2 stays, −5 -> −1
+    assert clip_scores(torch.tensor([3.0, -0.2, -5.0]), 1.0).tolist() == pytest.approx([1.0, -0.2, -1.0])
+    # batch [1, 3]: mean 2, Bessel std sqrt((1 + 1)/1) = sqrt 2 -> ∓1/sqrt 2 = ∓0.707107
+    assert batch_normalize_scores(torch.tensor([1.0, 3.0])).tolist() == pytest.approx([-0.707107, 0.707107], abs=1e-6)
+    assert batch_normalize_scores(torch.tensor([4.0])).tolist() == [4.0]  # one score: no spread to divide by
+    # mean 4, variance 5: 5 -> 1/sqrt 5 = 0.447214, 7 -> 3/sqrt 5 = 1.341641
+    assert standardize_scores(torch.tensor([5.0, 7.0]), 4.0, 5.0).tolist() == pytest.approx([0.447214, 1.341641], abs=1e-6)
+    # only the response without EOS loses the penalty: [0.5 − 0.5, −0.2]
+    finished = torch.tensor([False, True])
+    assert penalize_missing_eos(torch.tensor([0.5, -0.2]), finished, 0.5).tolist() == pytest.approx([0.0, -0.2])
+
+
+def test_shape_scores_in_order_clip_normalise_penalise():
+    # clip then penalise: [3, −0.2] -> [1, −0.2] -> [1 − 0.5, −0.2]
+    finished = torch.tensor([False, True])
+    shaped = shape_scores(torch.tensor([3.0, -0.2]), finished, clip=1.0, missing_eos_penalty=0.5)
+    assert shaped.tolist() == pytest.approx([0.5, -0.2])
+    # no `finished` (the sampler does not know): no penalty
+    assert shape_scores(torch.tensor([3.0]), None, missing_eos_penalty=0.5).tolist() == [3.0]
+    # running: [1, 3] alone has mean 2, population variance 1 -> [−1, 1]; with [5, 7] the moments
+    # are those of {1, 3, 5, 7}: mean 4, variance (9 + 1 + 1 + 9)/4 = 5 -> [1/sqrt 5, 3/sqrt 5]
+    moments = RunningMoments()
+    assert shape_scores(torch.tensor([1.0, 3.0]), norm="running", moments=moments).tolist() == pytest.approx([-1.0, 1.0])
+    second = shape_scores(torch.tensor([5.0, 7.0]), norm="running", moments=moments)
+    assert second.tolist() == pytest.approx([1 / math.sqrt(5), 3 / math.sqrt(5)], abs=1e-6)
+    # normalise before the penalty: batch [1, 3] -> [−0.707107, 0.707107], then −0.5 on the first
+    batch = shape_scores(torch.tensor([1.0, 3.0]), finished, norm="batch", missing_eos_penalty=0.5)
+    assert batch.tolist() == pytest.approx([-1.207107, 0.707107], abs=1e-6)
+    with pytest.raises(ValueError, match="needs the RunningMoments"):
+        shape_scores(torch.tensor([1.0]), norm="running")
+    with pytest.raises(ValueError, match="one of none, batch, running"):
+        shape_scores(torch.tensor([1.0]), norm="whiten")
+
+
+def test_running_moments_merge_batches_exactly():
+    moments = RunningMoments()
+    assert (moments.mean, moments.var, moments.count) == (0.0, 1.0, 0)
+    moments.update(torch.tensor([1.0, 3.0]))  # mean 2, population variance ((−1)² + 1²)/2 = 1
+    assert (moments.mean, moments.var, moments.count) == (pytest.approx(2.0), pytest.approx(1.0), 2)
+    # [5, 7]: n = 2, m = 6, v = 1; N' = 4, δ = 4, μ' = 2 + 4·2/4 = 4, σ²' = (1·2 + 1·2 + 16·2·2/4)/4 = 5
+    moments.update(torch.tensor([5.0, 7.0]))
+    assert (moments.mean, moments.var, moments.count) == (pytest.approx(4.0), pytest.approx(5.0), 4)
+    # [10] alone: n = 1, v = 0; δ = 6, μ' = 4 + 6/5 = 5.2, σ²' = (5·4 + 0 + 36·4·1/5)/5 = 9.76
+    # (directly: {1, 3, 5, 7, 10} has Σx² = 184, so 184/5 − 5.2² = 36.8 − 27.04 = 9.76)
+    moments.update(torch.tensor([10.0]))
+    assert (moments.mean, moments.var, moments.count) == (pytest.approx(5.2), pytest.approx(9.76), 5)
+    # a (2, 2) batch counts its four values: the moments of {1, 3, 5, 7} at once
+    at_once = RunningMoments()
+    at_once.update(torch.tensor([[1.0, 3.0], [5.0, 7.0]]))
+    assert (at_once.mean, at_once.var, at_once.count) == (pytest.approx(4.0), pytest.approx(5.0), 4)
+
+
 def test_gae_hand_values():
     # γ = 1, λ = 0.95 (REFERENCES.md, PPO for LMs); r = [0, 0, 1], V = [0.5, 0.4, 0.3], V_3 = 0
     # δ2 = 1 − 0.3 = 0.7; δ1 = 0.3 − 0.4 = −0.1; δ0 = 0.4 − 0.5 = −0.1
@@ -132,18 +191,24 @@ def test_gae_vectorised_equals_reference_loop_with_padding():
             assert ret[b, :n].tolist() == pytest.approx([a + x for a, x in zip(expected, v[b, :n].tolist())], abs=1e-5)
 
 
-def test_ppo_policy_loss_clipping():
+def test_clipped_surrogate_and_its_approx_kl():
     # ratios [1.5, 0.5, 1.0], advantages [1, 1, −1], ε = 0.2:
     # t0: max(−1.5, −1.2) = −1.2 (clipped); t1: max(−0.5, −0.8) = −0.5; t2: max(1, 1) = 1
-    # loss = (−1.2 − 0.5 + 1)/3 = −0.233333; clip fraction 1/3
+    # token mean = (−1.2 − 0.5 + 1)/3 = −0.233333; clip fraction 1/3
     old = torch.zeros(1, 3)
     new = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))
-    loss, stats = ppo_policy_loss(new, old, torch.tensor([[1.0, 1.0, -1.0]]), torch.ones(1, 3), 0.2)
-    assert loss.item() == pytest.approx(-0.7 / 3)
-    assert stats["clipfrac"].item() == pytest.approx(1 / 3)
+    per_token, clipped = clipped_surrogate(new, old, torch.tensor([[1.0, 1.0, -1.0]]), 0.2)
+    assert per_token.tolist()[0] == pytest.approx([-1.2, -0.5, 1.0])
+    assert clipped.tolist() == [[True, False, False]]
+    assert masked_mean(per_token, torch.ones(1, 3)).item() == pytest.approx(-0.7 / 3)
+    assert masked_mean(clipped.float(), torch.ones(1, 3)).item() == pytest.approx(1 / 3)
     # padding does not count: masking t2 gives (−1.2 − 0.5)/2
-    loss2, _ = ppo_policy_loss(new, old, torch.tensor([[1.0, 1.0, -1.0]]), torch.tensor([[1.0, 1.0, 0.0]]), 0.2)
-    assert loss2.item() == pytest.approx(-0.85)
+    assert masked_mean(per_token, torch.tensor([[1.0, 1.0, 0.0]])).item() == pytest.approx(-0.85)
+    # the trainer's policy/approx_kl_k3 is k3 of π_new against π_old: lr = log π_old − log π_new
+    # = −log ρ, k3 = 1/ρ − 1 + log ρ: ρ 1.5 -> 0.666667 − 1 + 0.405465 = 0.072132;
+    # ρ 0.5 -> 2 − 1 − 0.693147 = 0.306853; ρ 1 -> 0. Mean 0.378985/3 = 0.126328
+    assert kl_k3(new, old).tolist()[0] == pytest.approx([0.072132, 0.306853, 0.0], abs=1e-6)
+    assert masked_mean(kl_k3(new, old), torch.ones(1, 3)).item() == pytest.approx(0.126328, abs=1e-6)
 
 
 def test_ppo_value_loss_clipping():

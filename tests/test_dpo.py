@@ -3,6 +3,8 @@ live reference), data conversion, NaN safety, and the `rlhfkit dpo` command."""
 
 import copy
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +19,6 @@ from rlhfkit.data.collators import (
     unpaired_from_pairwise,
     unpaired_from_thumbs,
 )
-from rlhfkit.models.forward import response_forward
 from rlhfkit.models.lora import add_lora
 from rlhfkit.trainers.common import NonFiniteError
 from rlhfkit.trainers.config import DPOConfig
@@ -137,20 +138,47 @@ def test_precomputed_reference_equals_live(tiny_llama, tiny_tok, use_lora):
     assert results[0][1]["loss"] == pytest.approx(results[1][1]["loss"], abs=1e-5)
 
 
-def test_reference_log_probs_are_the_initial_policy_s(tiny_llama, tiny_tok):
-    # summed log-probs of the responses under the untouched model, computed straight from
-    # response_forward, match what the trainer stored
-    cfg = _cfg()
+class _BigramLM(torch.nn.Module):
+    """A causal LM whose logits at every position are the row of a fixed table for the token
+    there, so the log-prob of each response token can be written down without our code:
+    log π(a_t | s_t) = log-softmax(table[previous token])[a_t]. It honours `logits_to_keep`
+    as a Hugging Face model does and ignores the mask and positions (a bigram needs neither)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Parameter(table.clone())
+
+    def forward(self, input_ids, logits_to_keep=0, **_):
+        logits = self.table[input_ids]  # (B, L, V)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+
+
+def _bigram_logp_by_hand(table: list[list[float]], prompt: list[int], response: list[int]) -> float:
+    """Σ_t log π(a_t | a_{t−1}) with the log-softmax written out: z_a − (m + log Σ_v exp(z_v − m))."""
+    total, previous = 0.0, prompt[-1]
+    for token in response:
+        z = table[previous]
+        m = max(z)
+        total += z[token] - (m + math.log(sum(math.exp(v - m) for v in z)))
+        previous = token
+    return total
+
+
+def test_reference_log_probs_are_the_initial_policy_s(tiny_tok):
+    # precompute_ref with no reference model: the stored log-probs are the untouched policy's,
+    # summed over each response (EOS included) and conditioned on the last prompt token only
+    table = torch.randn(len(tiny_tok), len(tiny_tok), generator=torch.Generator().manual_seed(0)) * 2.0
+    cfg = _cfg(micro_batch_size=2)  # two micro-batches, so prompts and responses get padded
     examples, _ = _examples(tiny_tok, PAIRS, cfg)
-    original = copy.deepcopy(tiny_llama)
-    trainer = DPOTrainer(tiny_llama, tiny_tok, cfg, total_steps=1)
-    items = trainer.prepare(examples)
-    batch = collate_pairs(examples, tiny_tok.pad_token_id)
-    with torch.no_grad():
-        logps = response_forward(original, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
-                                 batch["response_mask"])["logprobs"].sum(1)
-    stored = torch.tensor([it.ref_logps for it in items])
-    assert torch.allclose(stored[:, 0], logps[:4], atol=1e-5) and torch.allclose(stored[:, 1], logps[4:], atol=1e-5)
+    trainer = DPOTrainer(_BigramLM(table), tiny_tok, cfg, total_steps=1)
+    stored = [it.ref_logps for it in trainer.prepare(examples)]
+    rows = table.tolist()
+    expected = [(_bigram_logp_by_hand(rows, e.prompt_ids, e.chosen_ids), _bigram_logp_by_hand(rows, e.prompt_ids, e.rejected_ids))
+                for e in examples]
+    assert [len(e.prompt_ids) for e in examples] == [3, 3, 5, 3]  # "what is two plus two" pads "the cast is"
+    for (chosen, rejected), (want_chosen, want_rejected) in zip(stored, expected):
+        assert chosen == pytest.approx(want_chosen, abs=1e-4) and rejected == pytest.approx(want_rejected, abs=1e-4)
+    assert len({round(c, 3) for c, _ in stored}) == len(stored)  # the four responses really differ
 
 
 # --- learning ------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Model loading, heads and checkpoints."""
 
+from pathlib import Path
 
 import pytest
 import torch
 
-from rlhfkit.models import RewardModel, ValueHead, load_reward_model
+from rlhfkit.models import RewardModel, ValueHead, load_reward_model, loading
 from rlhfkit.models.loading import (
     ModelNotFoundError,
     resolve_policy_path,
@@ -44,12 +45,38 @@ def test_model_names_that_cannot_resolve(tmp_path):
     assert resolve_policy_path("org/name") == ("org/name", None)  # hub ids pass through untouched
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags as the kernel lists them (the words after "flags :"), read here
+    without the library's detector; empty where /proc/cpuinfo is not there."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {word for line in text.splitlines() if line.startswith("flags") for word in line.split(":", 1)[1].split()}
+
+
 def test_precision_choice():
     assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
-    assert resolve_precision("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_auto_precision_on_this_cpu_follows_its_bf16_flags():
+    # bf16 where the CPU computes it natively (AVX512-BF16 or AMX-BF16), else fp32
+    native = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_takes_both_branches(monkeypatch, has_bf16, expected):
+    monkeypatch.setattr(loading, "_cpu_has_bf16", lambda: has_bf16)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    # on CUDA the device's own bf16 support decides, whatever the CPU has
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: has_bf16)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+    monkeypatch.setattr(loading, "_cpu_has_bf16", lambda: not has_bf16)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
 
 
 @needs_embedded

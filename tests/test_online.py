@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
+from rlhfkit.algorithms import kl_k3
 from rlhfkit.config import ConfigError
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.lora import add_lora, frozen_copy, reference_forward
 from rlhfkit.trainers.common import NonFiniteError
 from rlhfkit.trainers.config import RLConfig
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import KL_PLACEMENTS, OnlineTrainer
 
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
 
@@ -77,18 +78,59 @@ def test_lora_disabled_forward_equals_the_reference(tiny_llama, tiny_tok):
     args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
     with torch.no_grad():
         with reference_forward(policy, None) as ref:
-            disabled = response_forward(ref, *args)["logprobs"]
-        expected = response_forward(original, *args)["logprobs"]
-        adapted = response_forward(policy, *args)["logprobs"]
+            disabled = response_forward(ref, *args).logprobs
+        expected = response_forward(original, *args).logprobs
+        adapted = response_forward(policy, *args).logprobs
     assert torch.allclose(disabled, expected, atol=1e-6)
     assert not torch.allclose(adapted, expected, atol=1e-4)
 
 
-def test_first_epoch_ratio_is_one_and_kl_starts_at_zero(tiny_llama, tiny_tok):
+def test_kl_to_the_adapter_disabled_base_starts_at_zero(tiny_llama, tiny_tok):
     trainer = OnlineTrainer(add_lora(tiny_llama), tiny_tok, good_fraction, _cfg(), chat=False)
     stats = trainer.step(PROMPTS * 2)
     assert stats["kl/k1_seq_mean"] == pytest.approx(0.0, abs=1e-6)  # LoRA B = 0: π = π_ref at the start
-    assert stats["policy/approx_kl"] == pytest.approx(0.0, abs=1e-6)  # one mini-batch: π = π_old when the loss is taken
+
+
+def _logprobs_by_hand(model, ro) -> torch.Tensor:
+    """log π(a_t | s_t) of every real response token of the rollout, row after row, from one
+    unpadded forward per row and a log-softmax written out: z_a − (max z + log Σ_v exp(z_v − max z))."""
+    out = []
+    for b in range(len(ro.prompt_ids)):
+        prompt = ro.prompt_ids[b][ro.prompt_mask[b] > 0]
+        response = ro.response_ids[b][ro.response_mask[b] > 0]
+        with torch.no_grad():
+            logits = model(input_ids=torch.cat([prompt, response])[None]).logits[0].double()  # (P+T, V)
+        for t, token in enumerate(response.tolist()):
+            z = logits[len(prompt) - 1 + t]  # the position before response token t predicts it
+            top = z.max()
+            out.append(z[token] - (top + torch.log(torch.exp(z - top).sum())))
+    return torch.stack(out)
+
+
+def test_approx_kl_k3_is_k3_of_the_moved_policy_against_the_sampler(tiny_llama, tiny_tok):
+    # Two epochs over one mini-batch (one micro-batch): epoch 1 takes its loss at θ0 = π_old
+    # (every ratio 1, k3 = 0), epoch 2 at θ1, the weights after the first optimiser step. The
+    # logged stat is the mean over the two: (0 + k3(θ1 ‖ θ0))/2, with k3 = exp(lr) − 1 − lr,
+    # lr = log π_old − log π_θ1 per token, averaged over the real tokens (REFERENCES.md, KL).
+    original = copy.deepcopy(tiny_llama)
+    trainer = OnlineTrainer(tiny_llama, tiny_tok, good_fraction, _cfg(ppo_epochs=2), reference=frozen_copy(tiny_llama), chat=False)
+    after_steps = []
+    take_step = trainer.optimizer.step
+
+    def step_and_keep_the_weights(*args, **kwargs):
+        result = take_step(*args, **kwargs)
+        after_steps.append(copy.deepcopy(trainer.policy))
+        return result
+
+    trainer.optimizer.step = step_and_keep_the_weights
+    stats = trainer.step(PROMPTS * 2)
+    assert len(after_steps) == 2
+    lr = _logprobs_by_hand(original, trainer.last_rollout) - _logprobs_by_hand(after_steps[0], trainer.last_rollout)
+    k3 = float((torch.exp(lr) - 1 - lr).mean())
+    assert k3 > 0.05  # the first step moved the policy (lr = 1e-2 on a tiny model moves it far)
+    assert stats["policy/approx_kl_k3"] == pytest.approx(k3 / 2, rel=1e-4)
+    # the other direction, k3 of θ0 against θ1 (exp(−lr) − 1 + lr), is a different number here
+    assert float((torch.exp(-lr) - 1 + lr).mean()) / 2 != pytest.approx(stats["policy/approx_kl_k3"], rel=0.05)
 
 
 def test_nan_reward_stops_before_touching_weights(tiny_llama, tiny_tok):
@@ -179,6 +221,19 @@ def test_kl_in_the_loss_with_k3_and_in_the_reward_with_k2(tiny_llama, tiny_tok):
     # KL in the reward (k2 ≥ 0): once the policy has moved, the shaped return is below the score
     later = histories["reward_k2"][-1]
     assert later["reward/shaped_return_mean"] < later["reward/score_mean"]
+
+
+def test_kl_placements_put_the_penalty_in_one_place_only():
+    per_token = torch.tensor([[1.0, 2.0]])
+    logprobs, anchor = torch.log(torch.tensor([[0.5, 0.25]])), torch.log(torch.tensor([[0.25, 0.25]]))
+    in_reward, in_loss = KL_PLACEMENTS["reward"], KL_PLACEMENTS["loss"]
+    # in the reward: the token rewards get −β·kl (β passed on), the loss is left alone
+    assert in_reward.reward_coef(0.5) == 0.5
+    assert torch.equal(in_reward.add_to_loss(per_token, kl_k3, logprobs, anchor, 0.5), per_token)
+    # in the loss: no KL in the rewards; + β·k3 per token, lr = log π_ref − log π = [log ½, 0],
+    # k3 = [½ − 1 − log ½, 0] = [0.193147, 0], β = 0.5 -> [1 + 0.096574, 2]
+    assert in_loss.reward_coef(0.5) == 0.0
+    assert in_loss.add_to_loss(per_token, kl_k3, logprobs, anchor, 0.5).tolist()[0] == pytest.approx([1.096574, 2.0], abs=1e-6)
 
 
 def test_resume_equals_no_interruption(tmp_path, tiny_llama, tiny_tok):

@@ -1,8 +1,10 @@
 """Typed records shared by every room.
 
 Text records (what data files hold and feedback produces) are plain frozen dataclasses.
-`Rollout` is the tensor record of one batch of sampled responses; shape letters follow
-STYLE.md: B batch, P prompt tokens (left-padded), T response tokens (right-padded).
+Tensor records: `Rollout` (one batch of sampled responses, as the sampler made it),
+`ForwardOutput` (what one forward pass over prompt + response gives training) and
+`ScoredRollout` (a rollout with its scores and the passes the update needs). Shape letters
+follow STYLE.md: B batch, P prompt tokens (left-padded), T response tokens (right-padded).
 
 This module imports nothing of ours, and torch only for type annotations.
 """
@@ -101,17 +103,17 @@ class RewriteRecord:
 
 @dataclass
 class Rollout:
-    """One batch of sampled responses and everything the update needs about them.
+    """One batch of sampled responses, as the sampler returns it.
 
     prompt_ids:     (B, P) long, left-padded
     prompt_mask:    (B, P) long, 1 on real prompt tokens
     response_ids:   (B, T) long, right-padded after EOS
     response_mask:  (B, T) float, 1 on real response tokens (EOS included)
-    logprobs:       (B, T) float, log π_old(a_t | s_t) in nats (0 on padding)
-    ref_logprobs:   (B, T) float, log π_ref(a_t | s_t) in nats, or None
-    values:         (B, T) float, V_old(s_t), or None
-    scores:         (B,)   float, sequence-level reward (e.g. RM score), or None
+    logprobs:       (B, T) float, log-probs of the sampled tokens under the sampling
+                    distribution, in nats (0 on padding)
     prompts / responses: the decoded text, length B
+    finished:       (B,) bool, ended with EOS (None when the sampler does not know)
+    action_mask:    (B, T, V) bool, NLPO's allowed tokens per step (None without a masker)
     """
 
     prompt_ids: "torch.Tensor"
@@ -121,8 +123,65 @@ class Rollout:
     logprobs: "torch.Tensor"
     prompts: list[str]
     responses: list[str]
-    ref_logprobs: "torch.Tensor | None" = None
+    finished: "torch.Tensor | None" = None
+    action_mask: "torch.Tensor | None" = None
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """One forward pass of a model over [prompt | response] (`models.forward.response_forward`).
+
+    Every tensor is (B, T), 0 on response padding; log-probs in nats.
+    logprobs:          log π(a_t | s_t) of the response tokens; under an NLPO action mask, of π
+                       renormalised over the allowed tokens (what the policy-gradient loss uses)
+    unmasked_logprobs: log π(a_t | s_t) of the policy itself (what the KL penalty uses); the same
+                       tensor as `logprobs` when there is no action mask
+    values:            V(s_t) from a value head, or None
+    entropy:           H(π(· | s_t)) (no gradient), or None
+    """
+
+    logprobs: "torch.Tensor"
+    unmasked_logprobs: "torch.Tensor"
     values: "torch.Tensor | None" = None
-    scores: "torch.Tensor | None" = None
-    finished: "torch.Tensor | None" = None  # (B,) bool: ended with EOS
-    action_mask: "torch.Tensor | None" = None  # (B, T, V) bool: NLPO's allowed tokens per step
+    entropy: "torch.Tensor | None" = None
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    """A sampled `Rollout` with everything the online update needs about it, built once per
+    iteration (the sampled record itself is left as the sampler made it).
+
+    rollout:           the sampled batch
+    raw_scores:        (B,) what the reward function returned
+    scores:            (B,) after shaping (clip, normalisation, missing-EOS penalty)
+    baseline_scores:   (B,) ReMax's shaped score of the greedy response to the same prompt, or None
+    old_logprobs:      (B, T) log π_old(a_t | s_t) from a no-grad pass of the policy that sampled
+                       (renormalised over the NLPO mask when there is one)
+    unmasked_logprobs: (B, T) log π_old(a_t | s_t) of the policy itself
+    anchor_logprobs:   (B, T) log π_anchor(a_t | s_t): the reference, or the previous policy
+    old_values:        (B, T) V_old(s_t), or None without a value head
+    entropy:           (B, T) H(π_old(· | s_t))
+    kl:                (B, T) per-token KL estimate of π_old to the anchor (the configured
+                       estimator, on the unmasked log-probs), 0 on padding, nats
+    kl_coef:           the KL coefficient β this iteration uses (in the rewards or in the loss)
+    token_rewards:     (B, T) −kl_coef·kl per token when the KL is in the reward, plus the score
+                       on the last real token
+    """
+
+    rollout: Rollout
+    raw_scores: "torch.Tensor"
+    scores: "torch.Tensor"
+    baseline_scores: "torch.Tensor | None"
+    old_logprobs: "torch.Tensor"
+    unmasked_logprobs: "torch.Tensor"
+    anchor_logprobs: "torch.Tensor"
+    old_values: "torch.Tensor | None"
+    entropy: "torch.Tensor"
+    kl: "torch.Tensor"
+    kl_coef: float
+    token_rewards: "torch.Tensor"
+
+    @property
+    def mask(self) -> "torch.Tensor":
+        """(B, T) float, 1 on real response tokens."""
+        return self.rollout.response_mask

@@ -25,7 +25,6 @@ from rlhfkit.algorithms.losses import (
     aggregate_loss,
     bradley_terry_loss,
     clipped_surrogate,
-    ppo_policy_loss,
     ppo_value_loss,
 )
 from rlhfkit.algorithms.masking import masked_logits, top_p_mask
@@ -44,8 +43,22 @@ from rlhfkit.algorithms.reward_losses import (
     thumbs_bce_loss,
     uncertainty_penalized_score,
 )
-from rlhfkit.algorithms.shaping import kl_penalized_token_rewards, last_token_index
-from rlhfkit.algorithms.stats import masked_mean, masked_sum, masked_var, whiten
+from rlhfkit.algorithms.shaping import (
+    batch_normalize_scores,
+    clip_scores,
+    kl_penalized_token_rewards,
+    last_token_index,
+    penalize_missing_eos,
+    shape_scores,
+    standardize_scores,
+)
+from rlhfkit.algorithms.stats import (
+    RunningMoments,
+    masked_mean,
+    masked_sum,
+    masked_var,
+    whiten,
+)
 
 __all__ = [
     "concordance",
@@ -81,8 +94,13 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "masked_var",
-    "ppo_policy_loss",
     "ppo_value_loss",
     "selected_token_logprobs",
     "whiten",
+    "RunningMoments",
+    "batch_normalize_scores",
+    "clip_scores",
+    "penalize_missing_eos",
+    "shape_scores",
+    "standardize_scores",
 ]

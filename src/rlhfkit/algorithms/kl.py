@@ -29,7 +29,7 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class FixedKLController:
-    """β stays where it starts."""
+    """β stays where it starts. `value` is the live KL coefficient (`kl_coef` in the trainer)."""
 
     value: float
 
@@ -42,7 +42,8 @@ class AdaptiveKLController:
     """Ziegler et al. 2019: e = clip(KL/target − 1, −0.2, 0.2); β ← β·(1 + e·n_steps/horizon).
 
     `observed_kl` is the mean per-sequence KL (nats) of the last batch, `n_steps` the number of
-    samples (sequences) it came from.
+    samples (sequences) it came from. `value` is the live KL coefficient β (`kl_coef` in the
+    trainer, `kl/coef` in the logs).
     """
 
     value: float
@@ -55,8 +56,8 @@ class AdaptiveKLController:
         return self.value
 
 
-def make_kl_controller(init_coef: float, target: float | None, horizon: float) -> FixedKLController | AdaptiveKLController:
-    """Adaptive when a target KL is given, fixed otherwise."""
+def make_kl_controller(kl_coef: float, target: float | None, horizon: float) -> FixedKLController | AdaptiveKLController:
+    """A controller whose `value` starts at `kl_coef`: adaptive when a target KL is given, fixed otherwise."""
     if target is None:
-        return FixedKLController(init_coef)
-    return AdaptiveKLController(init_coef, target, horizon)
+        return FixedKLController(kl_coef)
+    return AdaptiveKLController(kl_coef, target, horizon)

@@ -41,30 +41,6 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, total
     raise ValueError(f"loss aggregation must be token_mean, sequence_mean or constant, got {mode!r}")
 
 
-def ppo_policy_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip_coef: float = 0.2,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate (Schulman et al. 2017), token-averaged over the batch.
-
-    ρ_t = exp(log π − log π_old); loss_t = max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1−ε, 1+ε)).
-    All inputs (B, T). Stats: clip fraction and the k3 estimate of KL(π_old‖π) ("approx_kl").
-    """
-    per_token, was_clipped = clipped_surrogate(logprobs, old_logprobs, advantages, clip_coef)
-    loss = masked_mean(per_token, mask)
-    with torch.no_grad():
-        log_ratio = logprobs - old_logprobs
-        stats = {
-            "clipfrac": masked_mean(was_clipped.float(), mask),
-            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
-            "ratio_mean": masked_mean(torch.exp(log_ratio), mask),
-        }
-    return loss, stats
-
-
 def ppo_value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,

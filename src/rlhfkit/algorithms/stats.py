@@ -1,6 +1,8 @@
-"""Masked statistics over padded (B, T) tensors."""
+"""Masked statistics over padded (B, T) tensors, and running moments across batches."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -38,3 +40,28 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, zero_mean: bool = True, eps: flo
     if not zero_mean:
         out = out + mean
     return out * mask
+
+
+@dataclass
+class RunningMoments:
+    """Mean and population variance of every value seen so far, one batch at a time.
+
+    Each batch's own moments (count n, mean m, population variance v) are merged into the
+    running ones with the parallel update of Chan, Golub & LeVeque (1979):
+      N' = N + n,  δ = m − μ,  μ' = μ + δ·n/N',  σ²' = (σ²·N + v·n + δ²·N·n/N') / N'.
+    Before the first batch mean = 0 and var = 1 (standardising by them changes nothing).
+    """
+
+    mean: float = 0.0
+    var: float = 1.0
+    count: int = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        """Merge the values of `x` (any shape, counted one by one) into the running moments."""
+        n, m = x.numel(), float(x.mean())
+        var = float(x.var(unbiased=False)) if n > 1 else 0.0
+        total = self.count + n
+        delta = m - self.mean
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total if self.count else var
+        self.mean += delta * n / total
+        self.count = total

@@ -24,9 +24,9 @@ def sequence_kl(policy, rollouts: Sequence[Rollout], compute_dtype=torch.float32
     for ro in rollouts:
         args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
         with autocast_context(device, compute_dtype):
-            lp = response_forward(policy, *args)["logprobs"]
+            lp = response_forward(policy, *args).logprobs
             with reference_forward(policy, reference) as ref_model:
-                ref = response_forward(ref_model, *args)["logprobs"]
+                ref = response_forward(ref_model, *args).logprobs
         out.extend(((lp - ref) * ro.response_mask).sum(1).tolist())
     return out
 

@@ -6,6 +6,9 @@ import torch
 
 from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
 from rlhfkit.algorithms.masking import masked_logits
+from rlhfkit.types import ForwardOutput
+
+__all__ = ["ForwardOutput", "response_forward", "trim_padding"]
 
 
 def trim_padding(prompt_ids, prompt_mask, response_ids, response_mask):
@@ -27,15 +30,16 @@ def response_forward(
     value_head=None,
     with_entropy: bool = False,
     action_mask: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+) -> ForwardOutput:
     """One pass of `model` over [prompt | response].
 
     prompt_*: (B, P) left-padded; response_*: (B, T) right-padded. Logits are computed only for
     the T positions that predict response tokens (`logits_to_keep`), and only the chosen tokens'
-    log-probs are kept. Returns logprobs (B, T) in nats (0 on padding), and when asked values
-    (B, T) = V(s_t) from `value_head` on the last hidden state, entropy (B, T).
+    log-probs are kept. Returns a `ForwardOutput` of (B, T) tensors, 0 on padding: logprobs in
+    nats, and when asked values V(s_t) from `value_head` on the last hidden state and entropy.
     With an NLPO `action_mask` (B, T, V) bool, `logprobs` are of the policy renormalised over
-    the allowed tokens and `unmasked_logprobs` of the policy itself (what the KL penalty uses).
+    the allowed tokens and `unmasked_logprobs` of the policy itself (what the KL penalty uses);
+    without one both fields hold the same tensor.
     """
     T = response_ids.shape[1]
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
@@ -47,14 +51,15 @@ def response_forward(
     )
     logits = out.logits[:, :-1]  # (B, T, V): position P−1+t predicts response token t
     mask = response_mask.to(torch.float32)
-    result = {"logprobs": selected_token_logprobs(logits, response_ids) * mask}
+    unmasked = selected_token_logprobs(logits, response_ids) * mask  # (B, T)
+    logprobs = unmasked
     if action_mask is not None:
-        result["unmasked_logprobs"] = result["logprobs"]
-        result["logprobs"] = selected_token_logprobs(masked_logits(logits.float(), action_mask), response_ids) * mask
+        logprobs = selected_token_logprobs(masked_logits(logits.float(), action_mask), response_ids) * mask
+    values = entropy = None
     if value_head is not None:
         hidden = out.hidden_states[-1][:, -(T + 1):-1]  # (B, T, H), the state before token t
-        result["values"] = value_head(hidden).float() * mask
+        values = value_head(hidden).float() * mask
     if with_entropy:
         with torch.no_grad():
-            result["entropy"] = entropy_from_logits(logits) * mask
-    return result
+            entropy = entropy_from_logits(logits) * mask
+    return ForwardOutput(logprobs=logprobs, unmasked_logprobs=unmasked, values=values, entropy=entropy)

@@ -108,7 +108,7 @@ class DPOTrainer:
         batch = collate_prompt_responses(prompts, responses, self.pad_id, self.device)
         with autocast_context(self.device, self.compute_dtype):
             out = response_forward(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
-        return out["logprobs"].sum(1)
+        return out.logprobs.sum(1)
 
     @staticmethod
     def _rows(examples: Sequence[PairExample | UnpairedExample]) -> tuple[list, list, int]:

@@ -3,8 +3,10 @@
     generate → score → shape → advantages → loss → step → log → checkpoint
 
 The algorithm (PPO, REINFORCE, RLOO, GRPO, REINFORCE++, ReMax, NLPO) only decides a few pieces,
-chosen once when the trainer is built (`ADVANTAGES`, the value head, the KL placement, NLPO's
-masker); the loop itself has no per-algorithm branches. Formulas: ../shared/REFERENCES.md.
+chosen once when the trainer is built (`ADVANTAGES`, the KL placement from `KL_PLACEMENTS`, the
+value head, ReMax's greedy baseline, NLPO's masker); the loop itself has no per-algorithm
+branches. Each iteration's data is typed: the sampler's `Rollout`, the `ForwardOutput` of each
+pass, and the `ScoredRollout` the update reads. Formulas: ../shared/REFERENCES.md.
 
 Shapes: B responses per iteration (= prompts × G samples each, a prompt's G samples adjacent),
 T response tokens, V vocabulary.
@@ -13,15 +15,17 @@ T response tokens, V vocabulary.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from rlhfkit.algorithms import (
+    RunningMoments,
     aggregate_loss,
     clipped_surrogate,
     gae,
@@ -35,6 +39,7 @@ from rlhfkit.algorithms import (
     ppo_value_loss,
     reward_to_go,
     rloo_advantages,
+    shape_scores,
     whiten,
 )
 from rlhfkit.data.chat import pad_token_id
@@ -45,21 +50,10 @@ from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import is_lora, reference_forward
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
-from rlhfkit.types import Rollout
+from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
-
-
-@dataclass
-class Batch:
-    """What the advantage estimators see for one rollout."""
-
-    scores: torch.Tensor  # (B,) sequence scores after clipping / normalisation / penalties
-    token_rewards: torch.Tensor  # (B, T) −β·kl per token (if KL is in the reward) + score at the end
-    mask: torch.Tensor  # (B, T)
-    values: torch.Tensor | None  # (B, T) V_old(s_t)
-    baseline_scores: torch.Tensor | None  # (B,) ReMax: score of the greedy response to the same prompt
 
 
 @dataclass
@@ -67,51 +61,57 @@ class State:
     """Running quantities some estimators keep across iterations."""
 
     moving_baseline: float | None = None
-    score_mean: float = 0.0
-    score_var: float = 1.0
-    score_count: int = 0
+    score_moments: RunningMoments = field(default_factory=RunningMoments)  # score_norm = "running"
+
+
+@dataclass(frozen=True)
+class PolicyPasses:
+    """The no-grad passes over a rollout before the update."""
+
+    old: ForwardOutput  # π_old: logprobs, unmasked_logprobs, values, entropy, each (B, T)
+    anchor_logprobs: torch.Tensor  # (B, T) log π_anchor: the reference or the previous policy
 
 
 # --------------------------------------------------------------------------------------------
-# Advantage estimators: (batch, cfg, state) -> (advantages (B, T), value targets (B, T) or None)
+# Advantage estimators: (scored rollout, cfg, state) -> (advantages (B, T), value targets (B, T) or None)
 
 
-def _adv_gae(b: Batch, cfg: RLConfig, state: State):
-    return gae(b.token_rewards, b.values, b.mask, cfg.gamma, cfg.lam)
+def _adv_gae(s: ScoredRollout, cfg: RLConfig, state: State):
+    return gae(s.token_rewards, s.old_values, s.mask, cfg.gamma, cfg.lam)
 
 
-def _adv_reinforce(b: Batch, cfg: RLConfig, state: State):
+def _adv_reinforce(s: ScoredRollout, cfg: RLConfig, state: State):
     """REINFORCE with baseline: Â_t = G_t − b, G_t the reward-to-go (= R for every t when the only
     reward is terminal and γ = 1); b a moving average of returns or the learned V(s_t)."""
-    returns = reward_to_go(b.token_rewards, b.mask, cfg.gamma)
+    returns = reward_to_go(s.token_rewards, s.mask, cfg.gamma)
     if cfg.baseline == "value":
-        return (returns - b.values) * b.mask, returns
-    episode_return = float(b.token_rewards.sum(1).mean())
+        return (returns - s.old_values) * s.mask, returns
+    episode_return = float(s.token_rewards.sum(1).mean())
     baseline = episode_return if state.moving_baseline is None else state.moving_baseline
     state.moving_baseline = cfg.baseline_decay * baseline + (1 - cfg.baseline_decay) * episode_return
-    return (returns - baseline) * b.mask, None
+    return (returns - baseline) * s.mask, None
 
 
-def _adv_rloo(b: Batch, cfg: RLConfig, state: State):
+def _adv_rloo(s: ScoredRollout, cfg: RLConfig, state: State):
     """RLOO: sequence reward R_i (score − β·KL) minus the mean of the other G−1 samples' R."""
-    advantages = rloo_advantages(b.token_rewards.sum(1), cfg.group_size)
-    return advantages[:, None] * b.mask, None
+    advantages = rloo_advantages(s.token_rewards.sum(1), cfg.group_size)
+    return advantages[:, None] * s.mask, None
 
 
-def _adv_grpo(b: Batch, cfg: RLConfig, state: State):
+def _adv_grpo(s: ScoredRollout, cfg: RLConfig, state: State):
     """GRPO: score standardised within its group, broadcast to every token (KL goes in the loss)."""
-    advantages = group_normalized_advantages(b.token_rewards.sum(1), cfg.group_size)
-    return advantages[:, None] * b.mask, None
+    advantages = group_normalized_advantages(s.token_rewards.sum(1), cfg.group_size)
+    return advantages[:, None] * s.mask, None
 
 
-def _adv_remax(b: Batch, cfg: RLConfig, state: State):
+def _adv_remax(s: ScoredRollout, cfg: RLConfig, state: State):
     """ReMax: R_i minus the score of the greedy response to the same prompt."""
-    return (b.token_rewards.sum(1) - b.baseline_scores)[:, None] * b.mask, None
+    return (s.token_rewards.sum(1) - s.baseline_scores)[:, None] * s.mask, None
 
 
-def _adv_reinforce_pp(b: Batch, cfg: RLConfig, state: State):
+def _adv_reinforce_pp(s: ScoredRollout, cfg: RLConfig, state: State):
     """REINFORCE++: reward-to-go of the KL-shaped rewards, normalised over the whole batch."""
-    return whiten(reward_to_go(b.token_rewards, b.mask, cfg.gamma), b.mask), None
+    return whiten(reward_to_go(s.token_rewards, s.mask, cfg.gamma), s.mask), None
 
 
 ADVANTAGES = {
@@ -123,6 +123,34 @@ ADVANTAGES = {
     "remax": _adv_remax,
     "reinforce_pp": _adv_reinforce_pp,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# KL placement (REFERENCES.md, "Where KL goes"), chosen from cfg.kl_in when the trainer is built.
+
+
+class KLInReward:
+    """PPO, RLOO, REINFORCE: r_t = −β·kl_t in the per-token rewards; no KL term in the loss."""
+
+    def reward_coef(self, kl_coef: float) -> float:
+        return kl_coef
+
+    def add_to_loss(self, per_token, kl_fn, logprobs, anchor_logprobs, kl_coef: float) -> torch.Tensor:
+        return per_token
+
+
+class KLInLoss:
+    """GRPO: + β·kl(π‖π_anchor) per token in the loss, on the policy's own (unmasked) log-probs
+    with grad; none in the rewards."""
+
+    def reward_coef(self, kl_coef: float) -> float:
+        return 0.0
+
+    def add_to_loss(self, per_token, kl_fn, logprobs, anchor_logprobs, kl_coef: float) -> torch.Tensor:
+        return per_token + kl_coef * kl_fn(logprobs, anchor_logprobs)  # (B, T)
+
+
+KL_PLACEMENTS = {"reward": KLInReward(), "loss": KLInLoss()}
 
 
 class OnlineTrainer:
@@ -157,6 +185,8 @@ class OnlineTrainer:
         # pieces chosen once
         self.advantage_fn = ADVANTAGES[cfg.algo]
         self.kl_fn = KL_ESTIMATORS[cfg.kl_estimator]
+        self.kl_placement = KL_PLACEMENTS[cfg.kl_in]
+        self.baseline_fn = self._greedy_scores if cfg.algo == "remax" else None
         self.value_head = ValueHead(hidden).to(self.device) if cfg.uses_value_head else None
         self.anchor = None  # a frozen snapshot of the policy when the KL is anchored to the previous policy
         if cfg.kl_anchor == "previous":
@@ -176,6 +206,7 @@ class OnlineTrainer:
         self.state = State()
         self.step_count = 0
         self.last_rollout: Rollout | None = None
+        self.last_scored: ScoredRollout | None = None
 
     # ------------------------------------------------------------------------------------------
     def _snapshot(self):
@@ -197,37 +228,8 @@ class OnlineTrainer:
 
     def _shape_scores(self, scores: torch.Tensor, finished: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
-        if cfg.score_clip is not None:
-            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-        if cfg.score_norm == "batch" and len(scores) > 1:
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
-        elif cfg.score_norm == "running":
-            s = self.state  # Welford-style merge of this batch into the running moments
-            n, m = len(scores), float(scores.mean())
-            var = float(scores.var(unbiased=False)) if n > 1 else 0.0
-            total = s.score_count + n
-            delta = m - s.score_mean
-            s.score_var = (s.score_var * s.score_count + var * n + delta**2 * s.score_count * n / total) / total if s.score_count else var
-            s.score_mean += delta * n / total
-            s.score_count = total
-            scores = (scores - s.score_mean) / math.sqrt(s.score_var + 1e-8)
-        if cfg.missing_eos_penalty is not None and finished is not None:
-            scores = scores - cfg.missing_eos_penalty * (~finished).float()
-        return scores
-
-    @torch.no_grad()
-    def _old_and_anchor(self, ro: Rollout) -> dict[str, torch.Tensor]:
-        """Policy pass (old log-probs, values, entropy) and anchor pass (reference or previous policy)."""
-        args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
-        with self._autocast():
-            out = response_forward(self.policy, *args, value_head=self.value_head, with_entropy=True,
-                                   action_mask=ro.action_mask)
-            # the previous-policy snapshot, else the frozen reference / adapter-disabled base
-            with reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
-                out["anchor_logprobs"] = response_forward(anchor, *args)["logprobs"]
-        # the KL penalty uses the policy's own (unmasked) log-probs, also under NLPO
-        out.setdefault("unmasked_logprobs", out["logprobs"])
-        return out
+        return shape_scores(scores, finished, clip=cfg.score_clip, norm=cfg.score_norm,
+                            moments=self.state.score_moments, missing_eos_penalty=cfg.missing_eos_penalty)
 
     def _greedy_scores(self, prompts: list[str]) -> torch.Tensor:
         """ReMax's baseline: the score of the greedy response to each prompt."""
@@ -237,66 +239,119 @@ class OnlineTrainer:
         scores = self._shape_scores(self._reward(unique, greedy.responses), greedy.finished)
         return scores.repeat_interleave(self.cfg.group_size)
 
-    def _update(self, ro: Rollout, advantages: torch.Tensor, returns: torch.Tensor | None) -> dict[str, float]:
+    @torch.no_grad()
+    def _old_and_anchor(self, ro: Rollout) -> PolicyPasses:
+        """Policy pass (old log-probs, values, entropy) and anchor pass (reference or previous policy)."""
+        args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        with self._autocast():
+            old = response_forward(self.policy, *args, value_head=self.value_head, with_entropy=True,
+                                   action_mask=ro.action_mask)
+            # the previous-policy snapshot, else the frozen reference / adapter-disabled base
+            with reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
+                anchor_logprobs = response_forward(anchor, *args).logprobs
+        return PolicyPasses(old, anchor_logprobs)
+
+    def _scored_rollout(self, ro: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor,
+                        baseline_scores: torch.Tensor | None) -> ScoredRollout:
+        """The rollout with its old/anchor passes, per-token KL and KL-shaped token rewards."""
+        passes = self._old_and_anchor(ro)
+        mask = ro.response_mask
+        kl_coef = self.kl_ctl.value
+        # the KL penalty uses the policy's own (unmasked) log-probs, also under NLPO
+        kl = self.kl_fn(passes.old.unmasked_logprobs, passes.anchor_logprobs) * mask  # (B, T)
+        token_rewards = kl_penalized_token_rewards(scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
+        return ScoredRollout(
+            rollout=ro, raw_scores=raw_scores, scores=scores, baseline_scores=baseline_scores,
+            old_logprobs=passes.old.logprobs, unmasked_logprobs=passes.old.unmasked_logprobs,
+            anchor_logprobs=passes.anchor_logprobs, old_values=passes.old.values, entropy=passes.old.entropy,
+            kl=kl, kl_coef=kl_coef, token_rewards=token_rewards,
+        )
+
+    def _advantages(self, scored: ScoredRollout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(advantages (B, T), value targets (B, T) or None) from the chosen estimator."""
+        advantages, returns = self.advantage_fn(scored, self.cfg, self.state)
+        if self.cfg.whiten_advantages:
+            advantages = whiten(advantages, scored.mask)
+        check_finite("advantages", advantages, self.step_count)
+        return advantages, returns
+
+    # ------------------------------------------------------------------------------------------
+    def _mini_batches(self, B: int):
+        """Row indices of each optimiser step: ppo_epochs passes over a fresh permutation of the B
+        rows, cut into mini-batches."""
+        for _ in range(self.cfg.ppo_epochs):
+            order = torch.randperm(B, generator=self.generator, device=self.device)
+            for start in range(0, B, self.cfg.mini_batch_size):
+                yield order[start : start + self.cfg.mini_batch_size]
+
+    def _micro_loss(self, scored: ScoredRollout, idx: torch.Tensor, advantages: torch.Tensor,
+                    returns: torch.Tensor | None, mini_tokens: torch.Tensor, mini_size: int) -> dict[str, float]:
+        """Forward the rows `idx` with grad, backpropagate their share of the mini-batch loss and
+        return their stats."""
+        cfg, ro = self.cfg, scored.rollout
+        p_ids, p_mask, r_ids, r_mask = trim_padding(ro.prompt_ids[idx], ro.prompt_mask[idx],
+                                                    ro.response_ids[idx], ro.response_mask[idx])
+        T = r_ids.shape[1]
+        action_mask = ro.action_mask[idx, :T] if ro.action_mask is not None else None
+        with self._autocast():
+            out = response_forward(self.policy, p_ids, p_mask, r_ids, r_mask, value_head=self.value_head,
+                                   action_mask=action_mask)
+        old_logprobs = scored.old_logprobs[idx, :T]
+        per_token, clipped = clipped_surrogate(out.logprobs, old_logprobs, advantages[idx, :T], cfg.clip_coef)
+        per_token = self.kl_placement.add_to_loss(per_token, self.kl_fn, out.unmasked_logprobs,
+                                                  scored.anchor_logprobs[idx, :T], scored.kl_coef)
+        loss = aggregate_loss(per_token, r_mask, cfg.loss_aggregation, mini_tokens, mini_size, cfg.max_new_tokens)
+        stats: dict[str, float] = {}
+        if self.value_head is not None:
+            vf_loss, vf_stats = ppo_value_loss(out.values, scored.old_values[idx, :T], returns[idx, :T], r_mask,
+                                               cfg.cliprange_value if cfg.cliprange_value > 0 else None)
+            loss = loss + cfg.vf_coef * vf_loss * (r_mask.sum() / mini_tokens)
+            stats["loss/value"] = float(vf_loss.detach())
+            stats["loss/value_clipfrac"] = float(vf_stats["value_clipfrac"])
+        check_finite("loss", loss.detach(), self.step_count)
+        loss.backward()
+        with torch.no_grad():
+            stats["loss/policy"] = float(masked_mean(per_token, r_mask))
+            stats["policy/clipfrac"] = float(masked_mean(clipped.float(), r_mask))
+            # how far the update has moved: k3 with the updated π in the place of π and π_old in
+            # that of the anchor (≈ KL(π‖π_old) while the two are close); 0 in the first epoch
+            stats["policy/approx_kl_k3"] = float(masked_mean(kl_k3(out.logprobs, old_logprobs), r_mask))
+        return stats
+
+    def _optimizer_step(self) -> tuple[float, float | None]:
+        """PPO-ptx's loss (when on), gradient clipping and the step. Returns (grad norm, ptx loss)."""
+        ptx_loss = None
+        if self.ptx is not None:
+            ptx = self.ptx.loss(self.policy, self._autocast)
+            check_finite("ptx loss", ptx.detach(), self.step_count)
+            (self.cfg.ptx_coef * ptx).backward()
+            ptx_loss = float(ptx.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        check_finite("gradient norm", grad_norm.detach(), self.step_count)
+        self.optimizer.step()
+        return float(grad_norm), ptx_loss
+
+    def _update(self, scored: ScoredRollout, advantages: torch.Tensor, returns: torch.Tensor | None) -> dict[str, float]:
         """Epochs of mini-batch steps; micro-batches accumulate so that each step's loss is exactly
         that of the whole mini-batch (tests/test_online.py checks accumulation == full batch)."""
-        cfg = self.cfg
-        B = ro.response_ids.shape[0]
         sums: dict[str, float] = {}
         grad_norms: list[float] = []
         ptx_losses: list[float] = []
         n_micro = 0
         # Dropout stays off (eval mode): with it π and π_old would differ before any update.
         self.policy.eval()
-        beta = self.kl_ctl.value
-        kl_in_loss = cfg.kl_in == "loss"
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(B, generator=self.generator, device=self.device)
-            for start in range(0, B, cfg.mini_batch_size):
-                mini = order[start : start + cfg.mini_batch_size]
-                mini_tokens = ro.response_mask[mini].sum().clamp(min=1)
-                self.optimizer.zero_grad(set_to_none=True)
-                for m0 in range(0, len(mini), cfg.micro_batch_size):
-                    idx = mini[m0 : m0 + cfg.micro_batch_size]
-                    p_ids, p_mask, r_ids, r_mask = trim_padding(ro.prompt_ids[idx], ro.prompt_mask[idx],
-                                                                ro.response_ids[idx], ro.response_mask[idx])
-                    T = r_ids.shape[1]
-                    action_mask = ro.action_mask[idx, :T] if ro.action_mask is not None else None
-                    with self._autocast():
-                        out = response_forward(self.policy, p_ids, p_mask, r_ids, r_mask, value_head=self.value_head,
-                                               action_mask=action_mask)
-                    per_token, clipped = clipped_surrogate(out["logprobs"], ro.logprobs[idx, :T], advantages[idx, :T], cfg.clip_coef)
-                    if kl_in_loss:  # GRPO: + β·kl(π‖π_anchor) per token, on the policy's own log-probs
-                        kl_live = self.kl_fn(out.get("unmasked_logprobs", out["logprobs"]), ro.ref_logprobs[idx, :T])
-                        per_token = per_token + beta * kl_live
-                    loss = aggregate_loss(per_token, r_mask, cfg.loss_aggregation, mini_tokens, len(mini), cfg.max_new_tokens)
-                    if self.value_head is not None:
-                        vf_loss, vf_stats = ppo_value_loss(out["values"], ro.values[idx, :T], returns[idx, :T], r_mask,
-                                                           cfg.cliprange_value if cfg.cliprange_value > 0 else None)
-                        loss = loss + cfg.vf_coef * vf_loss * (r_mask.sum() / mini_tokens)
-                        sums["loss/value"] = sums.get("loss/value", 0.0) + float(vf_loss.detach())
-                        sums["loss/value_clipfrac"] = sums.get("loss/value_clipfrac", 0.0) + float(vf_stats["value_clipfrac"])
-                    check_finite("loss", loss.detach(), self.step_count)
-                    loss.backward()
-                    with torch.no_grad():
-                        log_ratio = out["logprobs"] - ro.logprobs[idx, :T]
-                        micro_stats = {
-                            "loss/policy": float(masked_mean(per_token, r_mask)),
-                            "policy/clipfrac": float(masked_mean(clipped.float(), r_mask)),
-                            "policy/approx_kl": float(masked_mean(torch.expm1(-log_ratio) + log_ratio, r_mask)),
-                        }
-                    for name, value in micro_stats.items():
-                        sums[name] = sums.get(name, 0.0) + value
-                    n_micro += 1
-                if self.ptx is not None:
-                    ptx_loss = self.ptx.loss(self.policy, self._autocast)
-                    check_finite("ptx loss", ptx_loss.detach(), self.step_count)
-                    (cfg.ptx_coef * ptx_loss).backward()
-                    ptx_losses.append(float(ptx_loss.detach()))
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-                check_finite("gradient norm", grad_norm.detach(), self.step_count)
-                self.optimizer.step()
-                grad_norms.append(float(grad_norm))
+        for mini in self._mini_batches(scored.mask.shape[0]):
+            mini_tokens = scored.mask[mini].sum().clamp(min=1)
+            self.optimizer.zero_grad(set_to_none=True)
+            for m0 in range(0, len(mini), self.cfg.micro_batch_size):
+                idx = mini[m0 : m0 + self.cfg.micro_batch_size]
+                for name, value in self._micro_loss(scored, idx, advantages, returns, mini_tokens, len(mini)).items():
+                    sums[name] = sums.get(name, 0.0) + value
+                n_micro += 1
+            grad_norm, ptx_loss = self._optimizer_step()
+            grad_norms.append(grad_norm)
+            if ptx_loss is not None:
+                ptx_losses.append(ptx_loss)
         self.optimizer.zero_grad(set_to_none=True)
         stats = {k: v / max(n_micro, 1) for k, v in sums.items()}
         stats["policy/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
@@ -309,77 +364,78 @@ class OnlineTrainer:
         """One iteration on `prompts` (each is sampled group_size times). Returns the logged stats."""
         cfg = self.cfg
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
-        t0 = time.perf_counter()
+        times = [time.perf_counter()]
         # generate
         self.policy.eval()
         ro = generate(self.policy, self.tokenizer, prompts, self.sampling, chat=self.chat, generator=self.generator,
                       compute_dtype=self.compute_dtype, masker=self.masker)
-        t_gen = time.perf_counter()
+        times.append(time.perf_counter())
         # score
         raw_scores = self._reward(ro.prompts, ro.responses)
         scores = self._shape_scores(raw_scores, ro.finished)
-        baseline_scores = self._greedy_scores(ro.prompts) if cfg.algo == "remax" else None
-        t_score = time.perf_counter()
-        passes = self._old_and_anchor(ro)
-        ro.logprobs, ro.values, ro.ref_logprobs, ro.scores = passes["logprobs"], passes.get("values"), passes["anchor_logprobs"], scores
-        mask = ro.response_mask
-        t_fwd = time.perf_counter()
-        # shape: per-token KL of the policy's own distribution to the anchor
-        kl = self.kl_fn(passes["unmasked_logprobs"], ro.ref_logprobs) * mask  # (B, T)
-        beta = self.kl_ctl.value
-        token_rewards = kl_penalized_token_rewards(scores, kl, beta if cfg.kl_in == "reward" else 0.0, mask)
+        baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
+        times.append(time.perf_counter())
+        # shape: old and anchor log-probs, per-token KL, KL-shaped token rewards
+        scored = self._scored_rollout(ro, raw_scores, scores, baseline_scores)
+        times.append(time.perf_counter())
         # advantages
-        batch = Batch(scores, token_rewards, mask, ro.values, baseline_scores)
-        advantages, returns = self.advantage_fn(batch, cfg, self.state)
-        if cfg.whiten_advantages:
-            advantages = whiten(advantages, mask)
-        check_finite("advantages", advantages, self.step_count)
-        # loss + step
-        update_stats = self._update(ro, advantages, returns)
-        t_update = time.perf_counter()
+        advantages, returns = self._advantages(scored)
+        # loss + step, then the KL controller's step on this batch's mean sequence KL
+        update_stats = self._update(scored, advantages, returns)
+        times.append(time.perf_counter())
+        self.kl_ctl.update(float(scored.kl.sum(1).mean()), len(prompts))
         # log
-        seq_kl = kl.sum(1)
-        self.kl_ctl.update(float(seq_kl.mean()), len(prompts))
-        k1 = kl_k1(passes["unmasked_logprobs"], ro.ref_logprobs) * mask
-        k3 = kl_k3(passes["unmasked_logprobs"], ro.ref_logprobs) * mask
+        stats = self._stats(scored, advantages, update_stats, times)
+        self.last_rollout, self.last_scored = ro, scored
+        self.step_count += 1
+        self._refresh_frozen_copies()
+        if self.logger is not None:
+            self.logger(stats)
+        return stats
+
+    def _stats(self, scored: ScoredRollout, advantages: torch.Tensor, update_stats: dict[str, float],
+               times: list[float]) -> dict:
+        """The logged stats of one iteration. times: perf_counter at the start and after generate,
+        score, forward and update."""
+        ro, mask, raw = scored.rollout, scored.mask, scored.raw_scores
+        k1 = kl_k1(scored.unmasked_logprobs, scored.anchor_logprobs) * mask
+        k3 = kl_k3(scored.unmasked_logprobs, scored.anchor_logprobs) * mask
+        adv_mean = masked_mean(advantages, mask)
         stats = {
             "step": self.step_count,
-            "algo": cfg.algo,
-            "reward/score_mean": float(raw_scores.mean()),
-            "reward/score_std": float(raw_scores.std()) if len(raw_scores) > 1 else 0.0,
-            "reward/shaped_return_mean": float(token_rewards.sum(1).mean()),
+            "algo": self.cfg.algo,
+            "reward/score_mean": float(raw.mean()),
+            "reward/score_std": float(raw.std()) if len(raw) > 1 else 0.0,
+            "reward/shaped_return_mean": float(scored.token_rewards.sum(1).mean()),
             "kl/k1_seq_mean": float(k1.sum(1).mean()),
             "kl/k3_seq_mean": float(k3.sum(1).mean()),
-            "kl/coef": beta,
-            "policy/entropy": float(masked_mean(passes["entropy"], mask)),
+            "kl/coef": scored.kl_coef,
+            "policy/entropy": float(masked_mean(scored.entropy, mask)),
             "response/length_mean": float(mask.sum(1).mean()),
             "response/eos_fraction": float(ro.finished.float().mean()) if ro.finished is not None else math.nan,
-            "advantages/mean": float(masked_mean(advantages, mask)),
-            "advantages/std": float(masked_mean((advantages - masked_mean(advantages, mask)) ** 2, mask).sqrt()),
+            "advantages/mean": float(adv_mean),
+            "advantages/std": float(masked_mean((advantages - adv_mean) ** 2, mask).sqrt()),
             **update_stats,
-            "time/generate": t_gen - t0,
-            "time/score": t_score - t_gen,
-            "time/forward": t_fwd - t_score,
-            "time/update": t_update - t_fwd,
         }
-        if ro.values is not None:
-            stats["value/mean"] = float(masked_mean(ro.values, mask))
+        for name, (t0, t1) in zip(("generate", "score", "forward", "update"), itertools.pairwise(times)):
+            stats[f"time/{name}"] = t1 - t0
+        if scored.old_values is not None:
+            stats["value/mean"] = float(masked_mean(scored.old_values, mask))
         if ro.action_mask is not None:
             stats["nlpo/mask_size_mean"] = float(ro.action_mask.sum(-1).float()[mask > 0].mean())
         if self.gold_fn is not None:
             gold = self.gold_fn(ro.prompts, ro.responses)
             stats["reward/gold_mean"] = float(sum(gold) / len(gold))
-        stats["time/step"] = time.perf_counter() - t0
-        self.last_rollout = ro
-        self.step_count += 1
-        # refresh the masking policy (NLPO, every μ iterations) and the 'previous' KL anchor
-        if self.masker is not None and self.step_count % cfg.nlpo_refresh == 0:
-            self.masker.model.load_state_dict(self.policy.state_dict())
-        if self.anchor is not None and self.step_count % cfg.anchor_refresh == 0:
-            self.anchor.load_state_dict(self.policy.state_dict())
-        if self.logger is not None:
-            self.logger(stats)
+        stats["time/step"] = time.perf_counter() - times[0]
         return stats
+
+    def _refresh_frozen_copies(self) -> None:
+        """NLPO's masking policy every nlpo_refresh iterations, the 'previous' KL anchor every
+        anchor_refresh iterations: both become copies of the current policy."""
+        if self.masker is not None and self.step_count % self.cfg.nlpo_refresh == 0:
+            self.masker.model.load_state_dict(self.policy.state_dict())
+        if self.anchor is not None and self.step_count % self.cfg.anchor_refresh == 0:
+            self.anchor.load_state_dict(self.policy.state_dict())
 
     def train(self, prompts: Sequence[str], progress: bool = True, checkpoint_dir: str | Path | None = None,
               checkpoint_every: int = 0) -> list[dict[str, float]]:
@@ -394,7 +450,7 @@ class OnlineTrainer:
             start = (i * n) % len(prompts)
             stats = self.step([prompts[(start + j) % len(prompts)] for j in range(n)])
             history.append(stats)
-            postfix = {"score": f"{stats['reward/score_mean']:.3f}", "kl": f"{stats['kl/k1_seq_mean']:.2f}"}
+            postfix = {"score": f"{stats['reward/score_mean']:.3f}", "kl_k1": f"{stats['kl/k1_seq_mean']:.2f}"}
             if "reward/gold_mean" in stats:
                 postfix["gold"] = f"{stats['reward/gold_mean']:.3f}"
             bar.set_postfix(postfix)

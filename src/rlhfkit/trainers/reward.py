@@ -349,6 +349,42 @@ def evaluate_pairs(rm: RewardModel, pairs: Sequence[PairwiseRecord], batch_size:
 # Training
 
 
+def _reward_optimizer(rm: RewardModel, config: RewardTrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the head on its own (larger) learning rate."""
+    head_params = list(rm.head.parameters())
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in rm.parameters() if p.requires_grad and id(p) not in head_ids]
+    return torch.optim.AdamW(
+        [{"params": body_params, "lr": config.learning_rate}, {"params": head_params, "lr": config.head_learning_rate}],
+        weight_decay=config.weight_decay,
+    )
+
+
+def _train_epoch(rm: RewardModel, label: LabelType, batches: list[list[Any]], optimizer, config: RewardTrainConfig,
+                 first_step: int, epoch: int, logger: Callable[[dict], None] | None, bar) -> list[dict[str, Any]]:
+    """One pass over `batches` of records: score → the kind's loss → step → log. Returns the rows logged."""
+    rm.train()
+    rows = []
+    for step, records in enumerate(batches, start=first_step):
+        batch = label.to_batch(records)  # schema → texts + targets
+        scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
+        loss, stats = label.loss(scores, batch)
+        check_finite("reward-model loss", loss.detach(), step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
+        check_finite("reward-model gradient norm", grad_norm.detach(), step)
+        optimizer.step()
+        row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
+               **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
+        rows.append(row)
+        if logger:
+            logger(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+    return rows
+
+
 def train_reward_model(
     rm: RewardModel,
     train_pairs: Sequence[Any],
@@ -376,42 +412,17 @@ def train_reward_model(
         label_type_for(eval_pairs, label)  # same kind, or a clear error before training
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    head_params = list(rm.head.parameters())
-    head_ids = {id(p) for p in head_params}
-    body_params = [p for p in rm.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimizer = torch.optim.AdamW(
-        [{"params": body_params, "lr": config.learning_rate}, {"params": head_params, "lr": config.head_learning_rate}],
-        weight_decay=config.weight_decay,
-    )
+    optimizer = _reward_optimizer(rm, config)
     order = list(range(len(train_pairs)))
     steps_per_epoch = (len(order) + config.batch_size - 1) // config.batch_size
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"reward model ({label.kind})", disable=not progress,
                unit="step", dynamic_ncols=True)
-    step = 0
     result: dict[str, Any] = {}
     for epoch in range(config.epochs):
         rng.shuffle(order)
-        rm.train()
-        epoch_rows = []
-        for start in range(0, len(order), config.batch_size):
-            records = [train_pairs[i] for i in order[start : start + config.batch_size]]
-            batch = label.to_batch(records)  # schema → texts + targets
-            scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
-            loss, stats = label.loss(scores, batch)
-            check_finite("reward-model loss", loss.detach(), step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
-            check_finite("reward-model gradient norm", grad_norm.detach(), step)
-            optimizer.step()
-            row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
-                   **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
-            epoch_rows.append(row)
-            if logger:
-                logger(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            step += 1
+        batches = [[train_pairs[i] for i in order[start : start + config.batch_size]]
+                   for start in range(0, len(order), config.batch_size)]
+        epoch_rows = _train_epoch(rm, label, batches, optimizer, config, epoch * steps_per_epoch, epoch, logger, bar)
         if eval_pairs:
             result = evaluate_records(rm, eval_pairs, label)
             if logger:
