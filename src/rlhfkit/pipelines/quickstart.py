@@ -135,7 +135,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
     # 4. PPO against the learned reward
     with timer("PPO"):
-        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
+        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                          top_layers=cfg.lora_top_layers or None)
         trainer = OnlineTrainer(
             policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=dtype, chat=task.chat,
             gold_fn=task.gold, logger=lambda s: run.log_metrics({"stage": "ppo", **s}),
