@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import re
+import sys
 import textwrap
 import types
 import typing
@@ -53,22 +55,8 @@ def field_docs(cls: type) -> dict[str, str]:
     derived class that documents it wins), with the `{name}` placeholders of `help_terms` filled."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:] + [None]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
     terms = class_mapping(cls, "help_terms")
 
     def fill(name: str, doc: str) -> str:
@@ -83,6 +71,42 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 _TERM = re.compile(r"\{(\w+)\}")
+
+
+def _body_docs(body: list[ast.stmt]) -> dict[str, str]:
+    """{field: docstring} of the `name: type = value` lines of a class body followed by a string."""
+    docs = {}
+    for node, nxt in zip(body, body[1:] + [None]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+@functools.lru_cache(maxsize=None)
+def _module_class_docs(module_name: str) -> dict[str, dict[str, str]]:
+    """Each top-level class's field docstrings, from one parse of its module (a config is made of
+    ~10 pieces; `inspect.getsource` of each would parse the module again, slowing `--help`)."""
+    try:
+        tree = ast.parse(inspect.getsource(sys.modules[module_name]))
+    except (OSError, TypeError, KeyError):
+        return {}
+    return {node.name: _body_docs(node.body) for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _own_field_docs(klass: type) -> dict[str, str]:
+    docs = _module_class_docs(klass.__module__).get(klass.__qualname__)
+    if docs is not None:
+        return docs
+    try:  # a class defined inside a function
+        return _body_docs(ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body)  # type: ignore[attr-defined]
+    except (OSError, TypeError):
+        return {}
 
 
 def class_mapping(cls: type, name: str) -> dict[str, Any]:
