@@ -7,6 +7,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 from typing import ClassVar
 
@@ -23,9 +24,15 @@ from rlhfkit.config import (
     field_docs,
 )
 from rlhfkit.feedback.config import ExportConfig, ImportConfig, LabelConfig, ServeConfig
-from rlhfkit.pipelines.config import CompareConfig, GenerationConfig, QuickstartConfig, RLRunConfig, RMConfig
+from rlhfkit.pipelines.config import (
+    CompareConfig,
+    GenerationConfig,
+    QuickstartConfig,
+    RLRunConfig,
+    RMConfig,
+)
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
-from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, RLConfig, SFTConfig
+from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, SFTConfig
 
 COMMANDS = {
     ("sft",): SFTConfig, ("dpo",): DPOConfig, ("rm",): RMConfig, ("rl",): RLRunConfig,
@@ -167,7 +174,7 @@ def test_no_field_is_documented_twice():
             if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module_name):
                 continue
             body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-            for node, nxt in zip(body, body[1:]):
+            for node, nxt in itertools.pairwise(body):
                 if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
                         and isinstance(nxt.value.value, str)):
                     seen.setdefault((node.target.id, " ".join(nxt.value.value.split())), []).append(name)

@@ -88,7 +88,7 @@ def _body_docs(body: list[ast.stmt]) -> dict[str, str]:
     return docs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_class_docs(module_name: str) -> dict[str, dict[str, str]]:
     """Each top-level class's field docstrings, from one parse of its module (a config is made of
     ~10 pieces; `inspect.getsource` of each would parse the module again, slowing `--help`)."""

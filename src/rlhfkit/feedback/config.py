@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from rlhfkit.config import ChatOptions, ComputeOptions, ConfigError, SeedOptions, SkipInvalidOptions
+from rlhfkit.config import (
+    ChatOptions,
+    ComputeOptions,
+    ConfigError,
+    SeedOptions,
+    SkipInvalidOptions,
+)
 
 TASK_CHOICES = Literal["auto", "pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration"]
 
