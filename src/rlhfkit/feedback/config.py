@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from rlhfkit.config import ConfigError
+from rlhfkit.config import (
+    ChatOptions,
+    ComputeOptions,
+    ConfigError,
+    SeedOptions,
+    SkipInvalidOptions,
+)
 
 TASK_CHOICES = Literal["auto", "pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration"]
 
 
 @dataclass
-class LabelConfig:
+class FeedbackDBOptions:
+    """The feedback database."""
+
+    db: str = "feedback.sqlite"
+    """the feedback database (an SQLite file; serve and import create it if missing)"""
+
+
+@dataclass
+class LabelConfig(ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
     """Label pairs (or rate responses) with an AI judge (RLAIF)."""
+
+    help_terms: ClassVar[dict[str, str]] = {
+        "models": "a local judge", "chat_text": "a local judge's requests",
+        "seeded": "the order each pair is shown in, and rationale sampling",
+    }
 
     pairs: str = ""
     """input file: pairwise rows (prompt, chosen, rejected[, label]: the label is taken as gold),
@@ -45,18 +64,10 @@ class LabelConfig:
     """sampling temperature of the self-consistency rationales"""
     max_rationale_tokens: int = 64
     """longest rationale (CoT and self-consistency)"""
-    chat: Literal["auto", "yes", "no"] = "auto"
-    """local judge: wrap the request in the model's chat template (auto: when it has one)"""
     batch_size: int = 16
     """local judge: prompts per forward pass"""
     limit: int = 0
     """label only the first N pairs (0: all)"""
-    seed: int = 0
-    """random seed (order in which each pair is shown; rationale sampling)"""
-    device: str = "auto"
-    """local judge: cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """local judge: compute precision"""
     timeout: float = 60.0
     """HTTP judge: seconds to wait for one reply"""
     retries: int = 3
@@ -67,8 +78,6 @@ class LabelConfig:
     """SQLite file of cached judgements ('auto': $RLHFKIT_CACHE/judgements.sqlite, 'off': no cache)"""
     report: str = ""
     """also write the alignment table and settings as JSON to this file"""
-    skip_invalid: bool = False
-    """skip bad input rows (reported) instead of stopping"""
 
     def __post_init__(self):
         if not self.pairs:
@@ -86,11 +95,8 @@ class LabelConfig:
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(FeedbackDBOptions):
     """Serve the feedback page and its JSON API."""
-
-    db: str = "feedback.sqlite"
-    """the feedback database (SQLite; created if missing)"""
     host: str = "127.0.0.1"
     """address to listen on (0.0.0.0: every interface — annotators then reach it over the network)"""
     port: int = 8000
@@ -107,25 +113,18 @@ class ServeConfig:
 
 
 @dataclass
-class ImportConfig:
+class ImportConfig(FeedbackDBOptions, SkipInvalidOptions):
     """Import items (a prompt and its candidate responses) to label."""
 
     file: str = ""
     """rows with prompt + responses, prompt + chosen/rejected, `rlhfkit generate` output, or prompts alone"""
-    db: str = "feedback.sqlite"
-    """the feedback database (created if missing)"""
     task: TASK_CHOICES = "auto"
     """what annotators do with each item (auto: 0 responses demonstration, 1 rating, 2 pairwise, 3+ ranking)"""
-    skip_invalid: bool = False
-    """skip bad rows (reported) instead of stopping"""
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(FeedbackDBOptions):
     """Export labels as training data that `rlhfkit rm` / `dpo` / `sft` read."""
-
-    db: str = "feedback.sqlite"
-    """the feedback database"""
     kind: Literal["pairwise", "ranking", "rating", "thumbs", "rewrite", "sft"] = "pairwise"
     """record kind to write (sft = written demonstrations)"""
     output: str = ""

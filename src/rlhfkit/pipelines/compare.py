@@ -20,7 +20,7 @@ from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precis
 from rlhfkit.pipelines.config import CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.tasks import get_task
-from rlhfkit.trainers.config import ALGORITHMS, RLConfig
+from rlhfkit.trainers.config import ALGORITHMS
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.types import PairwiseRecord
 
@@ -28,13 +28,7 @@ from rlhfkit.types import PairwiseRecord
 def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, log):
     policy, tokenizer = load_policy(cfg.policy, device=device)
     policy = add_lora(policy)
-    group = 4 if method in ("rloo", "grpo") else 1
-    rl = RLConfig(
-        algo=method, steps=max(1, cfg.sample_budget // cfg.batch_size), batch_size=cfg.batch_size, group_size=group,
-        mini_batch_size=cfg.batch_size // 2,
-        ppo_epochs=2 if method in ("ppo", "nlpo") else 1, learning_rate=cfg.learning_rate,
-        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-    )
+    rl = cfg.rl_config(method)
     trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
                             logger=lambda s: log({"method": method, **s}))
     trainer.train(train_prompts)
@@ -58,7 +52,7 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
             win, lose = (i, i + 1) if gold[i] > gold[i + 1] else (i + 1, i)
             pairs.append(PairwiseRecord(prompt=prompts[i], chosen=texts[win], rejected=texts[lose]))
     dpo_cfg = DPOConfig(data="(in memory)", loss="dpo", epochs=2, batch_size=16, micro_batch_size=16,
-                        learning_rate=cfg.dpo_learning_rate, lora=True, seed=cfg.seed, save_merged=False,
+                        learning_rate=cfg.dpo_learning_rate, max_grad_norm=cfg.max_grad_norm, lora=True, seed=cfg.seed, save_merged=False,
                         chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
     result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype)
     return result["policy"], tokenizer, len(texts)

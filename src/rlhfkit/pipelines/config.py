@@ -1,34 +1,68 @@
 """Configs of the multi-stage commands: rm, rl, quickstart, compare, generate (no torch here).
 
-Field docstrings are the `--help` text (see rlhfkit.config).
+Each is built from the shared pieces (rlhfkit.config, trainers/config.py); quickstart and compare
+derive the trainers' configs from their own fields with `derive_config`, and take every
+per-algorithm default from ALGO_DEFAULTS through RLConfig. Field docstrings are the `--help`
+text (see rlhfkit.config).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
-from rlhfkit.config import ConfigError
-from rlhfkit.trainers.config import ALGORITHMS, RewardTrainConfig, RLConfig
+from rlhfkit.config import (
+    ChatOptions,
+    ComputeOptions,
+    ConfigError,
+    DataFileOptions,
+    DeviceOptions,
+    LoRAAdapterOptions,
+    LoRAOptions,
+    ModelOptions,
+    OptimizerOptions,
+    RunOptions,
+    SeedOptions,
+    SkipInvalidOptions,
+    derive_config,
+)
+from rlhfkit.trainers.config import (
+    ALGO_DEFAULTS,
+    ALGORITHMS,
+    KLControlOptions,
+    RewardTrainConfig,
+    RLConfig,
+    RolloutOptions,
+)
 
 LabelKind = Literal["pairwise", "ranking", "rating", "thumbs", "rewrite"]
 LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
 
 @dataclass
-class RMConfig:
-    """Reward-model training from pairwise, ranking, rating, thumbs or rewrite feedback."""
+class TaskPolicyOptions:
+    """A built-in task, and the policy trained on its prompts."""
 
-    data: str = ""
-    """training file (.jsonl/.json/.csv/.parquet or a folder saved by `datasets`) with rows of --kind"""
+    task: str = "sentiment"
+    """built-in task (prompts + gold scorer); {task_gold}"""
+    policy: str = "smollm2-135m-instruct"
+    """policy/reference model: the embedded default, an HF id, a local folder or a .gguf file"""
+
+
+@dataclass
+class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
+    """Reward-model training from pairwise, ranking, rating, thumbs or rewrite feedback.
+    An RMConfig is the RewardTrainConfig of its training."""
+
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "the date and time"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "rows": "--kind rows", "held_out": "whole prompts at a time", "models": "the reward model",
+        "seeded": "shuffling, the held-out split and head initialisation",
+    }
+
     kind: LabelKind = "pairwise"
     """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original)"""
-    eval_data: str = ""
-    """held-out file of the same kind; empty: hold out --eval-fraction of the training rows"""
     eval_fraction: float = 0.1
-    """without --eval-data: fraction of training rows held out, whole prompts at a time (0: no held-out evaluation)"""
-    skip_invalid: bool = False
-    """skip bad rows (counted and reported) instead of stopping at the first"""
     backbone: str = "all-minilm-l6-v2"
     """the embedded MiniLM, a local HF folder or HF id (encoder or decoder), or a saved rlhfkit reward model to train further"""
     max_length: int = 256
@@ -39,28 +73,6 @@ class RMConfig:
     """λ for an ensemble: the model's score is mean − λ·std over its heads (0: the plain mean)"""
     center_on: str = ""
     """file of reference responses (rows with prompt and response, e.g. `rlhfkit generate` output) that should score 0 on average; empty: the responses of the training data (for rewrites: the originals)"""
-    epochs: int = 2
-    """passes over the training rows"""
-    batch_size: int = 16
-    """rows (pairs, rankings, ratings, ...) per optimiser step; a ranking of K responses is one row"""
-    learning_rate: float = 5e-5
-    """AdamW learning rate of the backbone"""
-    head_learning_rate: float = 1e-3
-    """AdamW learning rate of the scalar head(s)"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this"""
-    seed: int = 0
-    """random seed (shuffling, held-out split, head initialisation)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
-    run_name: str = ""
-    """this run's folder name under output_dir; empty: the date and time"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
 
     def __post_init__(self):
         if not self.data:
@@ -79,38 +91,22 @@ class RMConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
-        self.train_config()
-
-    def train_config(self) -> RewardTrainConfig:
-        return RewardTrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate, weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm, seed=self.seed,
-        )
 
 
 @dataclass
-class QuickstartConfig:
-    """The whole RLHF loop on one built-in task with the embedded defaults."""
+class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, OptimizerOptions, LoRAAdapterOptions,
+                       RunOptions, ComputeOptions, SeedOptions):
+    """The whole RLHF loop on one built-in task with the embedded defaults. Its PPO stage is the
+    RLConfig of --algo ppo with this config's rollout, KL, optimiser and seed fields."""
 
-    task: str = "sentiment"
-    """built-in task: prompts + gold scorer"""
-    policy: str = "smollm2-135m-instruct"
-    """policy/reference model: the embedded default, an HF id, a local folder or a .gguf file"""
+    help_terms: ClassVar[dict[str, str]] = {
+        "task_gold": "its gold scorer plays the human labeller and judges base vs final",
+        "per_prompt": "PPO samples each prompt once", "trained": "the LoRA adapter and the value head (PPO)",
+    }
+
     reward_backbone: str = "all-minilm-l6-v2"
     """reward-model backbone: the embedded MiniLM, or any local/HF encoder or decoder"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
     run_name: str = "quickstart"
-    """this run's folder name under output_dir"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision: auto picks bf16 where the hardware has it (CUDA, AVX512-BF16 CPUs)"""
-    seed: int = 0
-    """random seed of the whole run"""
     # 1–2. preference data
     rm_prompts: int = 384
     """training prompts to sample two responses for (one labelled pair each)"""
@@ -125,33 +121,13 @@ class QuickstartConfig:
     """pairs per reward-model step"""
     rm_learning_rate: float = 5e-5
     """reward-model backbone learning rate"""
-    # 4. PPO
+    # 4. PPO (defaults of the pieces' fields, as tuned for a short run)
     ppo_steps: int = 25
     """PPO iterations"""
-    batch_size: int = 32
-    """prompts per PPO iteration"""
-    mini_batch_size: int = 16
-    """responses per optimiser step"""
-    micro_batch_size: int | None = None
-    """responses per forward/backward (default: the whole mini-batch; lower it to accumulate gradients)"""
     ppo_epochs: int = 2
-    """epochs over each rollout batch"""
-    learning_rate: float = 3e-4
-    """LoRA / value-head learning rate"""
-    lora_r: int = 16
-    """LoRA rank"""
-    lora_alpha: int = 32
-    """LoRA α (scale α/r)"""
-    lora_top_layers: int = 0
-    """put LoRA only in the last N blocks (0: all blocks)"""
     init_kl_coef: float = 0.1
-    """initial KL coefficient β"""
     target_kl: float | None = 6.0
-    """target per-sequence KL (nats) for the adaptive controller (unset: fixed β)"""
     kl_horizon: float = 500.0
-    """adaptive KL horizon (shorter than Ziegler's 10000 so β adapts within a short run)"""
-    max_new_tokens: int = 24
-    """response length limit"""
     # 5. evaluation
     eval_prompts: int = 96
     """held-out prompts for the base-vs-final comparison"""
@@ -170,94 +146,68 @@ class QuickstartConfig:
         self.ppo_config()  # checks the PPO batch sizes now, with RLConfig's own messages
 
     def ppo_config(self) -> RLConfig:
-        return RLConfig(
-            algo="ppo", steps=self.ppo_steps, batch_size=self.batch_size, mini_batch_size=self.mini_batch_size,
-            micro_batch_size=self.micro_batch_size, ppo_epochs=self.ppo_epochs, learning_rate=self.learning_rate,
-            init_kl_coef=self.init_kl_coef, target_kl=self.target_kl, kl_horizon=self.kl_horizon,
-            max_new_tokens=self.max_new_tokens, seed=self.seed,
-        )
+        return derive_config(RLConfig, self, algo="ppo", steps=self.ppo_steps)
 
     def reward_config(self) -> RewardTrainConfig:
-        return RewardTrainConfig(epochs=self.rm_epochs, batch_size=self.rm_batch_size,
-                                 learning_rate=self.rm_learning_rate, seed=self.seed)
+        return derive_config(RewardTrainConfig, self, epochs=self.rm_epochs, batch_size=self.rm_batch_size,
+                             learning_rate=self.rm_learning_rate)
 
 
 @dataclass
-class RLRunConfig(RLConfig):
+class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOptions, ComputeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
-    policy: str = "smollm2-135m-instruct"
-    """policy/reference model: the embedded default, an HF id, a local folder or a .gguf file"""
-    task: str = "sentiment"
-    """built-in task (prompts + gold scorer); its gold score is logged next to the training reward"""
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "task_gold": "its gold score is logged next to the training reward",
+        "chat_auto": "the task's choice; for files, when the tokenizer has one",
+    }
+
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
-    chat: Literal["auto", "yes", "no"] = "auto"
-    """wrap prompts in the chat template (auto: the task's choice; for files, when the tokenizer has one)"""
-    lora: bool = True
-    """train a LoRA adapter (the reference is the adapter-disabled base); --no-lora trains all weights"""
-    lora_r: int = 16
-    """LoRA rank"""
-    lora_alpha: int = 32
-    """LoRA α"""
-    lora_top_layers: int = 0
-    """LoRA only in the last N blocks (0: all)"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
-    run_name: str = ""
-    """run folder name (default: the algorithm and a timestamp)"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
     resume: bool = False
     """continue from the run folder's last checkpoint"""
     checkpoint_every: int = 10
     """save a resumable checkpoint every N steps (0: only at the end)"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision"""
+
+
+# compare's --ppo-epochs is for the algorithms that reuse each batch; the others keep their one pass
+MULTI_EPOCH_ALGORITHMS = tuple(algo for algo, defaults in ALGO_DEFAULTS.items() if defaults["ppo_epochs"] > 1)
 
 
 @dataclass
-class CompareConfig:
-    """`rlhfkit compare`: several alignment methods on one task at matched sample budgets."""
+class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, RunOptions, ComputeOptions, SeedOptions):
+    """`rlhfkit compare`: several alignment methods on one task at matched sample budgets. Each
+    online method's RLConfig is its --algo defaults with this config's rollout, optimiser and seed
+    fields (`rl_config`)."""
+
+    help_defaults: ClassVar[dict[str, str]] = {
+        "mini_batch_size": "half of --batch-size",
+        "ppo_epochs": f"{{default}} for {', '.join(MULTI_EPOCH_ALGORITHMS)}; the others make their one pass",
+    }
+    help_terms: ClassVar[dict[str, str]] = {
+        "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
+        "per_prompt": "prompts per iteration = batch_size / the method's group size",
+        "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate)",
+    }
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
     """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dpo, best_of_n"""
-    task: str = "sentiment"
-    """built-in task; its gold scorer is the reward (and labels DPO's pairs)"""
-    policy: str = "smollm2-135m-instruct"
-    """base policy"""
     sample_budget: int = 384
     """policy samples each training method may draw (online: steps × batch; DPO: 2 per pair)"""
-    batch_size: int = 32
-    """responses per online iteration"""
-    learning_rate: float = 3e-4
-    """LoRA learning rate of the online methods (each keeps its own published KL defaults)"""
+    mini_batch_size: int | None = None
+    ppo_epochs: int = 2
     dpo_learning_rate: float = 5e-4
     """LoRA learning rate of DPO"""
     best_of_n: int = 16
     """n of the best-of-n policy (its cost is n samples per query at inference)"""
     eval_prompts: int = 64
     """held-out prompts for the table"""
-    max_new_tokens: int = 24
-    """response length limit"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
     run_name: str = "compare"
-    """this comparison's folder name"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision"""
-    seed: int = 0
-    """random seed"""
 
     def __post_init__(self):
         known = set(ALGORITHMS) | {"dpo", "best_of_n"}
@@ -266,14 +216,26 @@ class CompareConfig:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
         if self.sample_budget < self.batch_size:
             raise ConfigError(f"sample_budget ({self.sample_budget}) must be at least one batch ({self.batch_size})")
+        for method in self.methods:
+            if method in ALGORITHMS:
+                self.rl_config(method)  # checks the batch sizes now, with RLConfig's own messages
+
+    def rl_config(self, method: str) -> RLConfig:
+        """The RLConfig of online method `method`: ALGO_DEFAULTS[method] (filled in by RLConfig),
+        then this config's shared fields; the step count spends the sample budget."""
+        return derive_config(
+            RLConfig, self, algo=method, steps=max(1, self.sample_budget // self.batch_size),
+            mini_batch_size=self.mini_batch_size or self.batch_size // 2,
+            ppo_epochs=self.ppo_epochs if method in MULTI_EPOCH_ALGORITHMS else None,
+        )
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
     """Sample responses for a file of prompts."""
 
-    model: str = "smollm2-135m-instruct"
-    """the embedded default, an HF id, a local folder or a .gguf file"""
+    help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
+
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME for a built-in task's test prompts"""
     output: str = "generations.jsonl"
@@ -298,20 +260,10 @@ class GenerationConfig:
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
     """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
-    chat: Literal["auto", "yes", "no"] = "auto"
-    """wrap prompts in the model's chat template (auto: when it has one)"""
     batch_size: int = 16
     """prompts per generation batch"""
     limit: int = 0
     """use only the first N prompts (0: all)"""
-    seed: int = 0
-    """random seed"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision"""
-    skip_invalid: bool = False
-    """skip bad prompt rows (reported) instead of stopping"""
 
     def __post_init__(self):
         if not self.prompts:

@@ -158,7 +158,8 @@ def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: lis
 def _ppo(q: _Run, policy, tokenizer, rm):
     """4. PPO with a LoRA adapter against the learned reward (the task's gold is only logged)."""
     cfg = q.cfg
-    policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
+    policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                      top_layers=cfg.lora_top_layers or None)
     trainer = OnlineTrainer(policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=q.dtype,
                             chat=q.task.chat, gold_fn=q.task.gold, logger=lambda s: q.run.log_metrics({"stage": "ppo", **s}))
     trainer.generator = q.generator

@@ -62,7 +62,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
     policy, tokenizer = load_policy(cfg.policy, device=device)
     reference = None
     if cfg.lora:
-        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, top_layers=cfg.lora_top_layers or None)
+        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                          top_layers=cfg.lora_top_layers or None)
     else:
         reference = frozen_copy(policy)
         policy.requires_grad_(True)

@@ -123,7 +123,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     echo(f"[rlhfkit] run folder {run.path}  device {device}  {cfg.kind}: {len(train)} training rows, "
           f"{len(evaluation)} held-out")
 
-    train_metrics = train_reward_model(rm, train, cfg.train_config(), evaluation, logger=run.log_metrics,
+    train_metrics = train_reward_model(rm, train, cfg, evaluation, logger=run.log_metrics,
                                        progress=progress, label_type=label)
     offset = rm.center(*references)
     final = evaluate_records(rm, evaluation, label) if evaluation else {}

@@ -6,17 +6,19 @@ Must stay light (no numpy): `rlhfkit --help` builds the parser from these classe
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from rlhfkit.config import ConfigError
+from rlhfkit.config import ConfigError, SeedOptions
 
 WorldName = Literal["aima4x3", "lander"]
 MethodName = Literal["value-iteration", "policy-iteration", "policy-iteration-iterative", "q-learning", "reinforce"]
 
 
 @dataclasses.dataclass
-class GridworldConfig:
+class GridworldConfig(SeedOptions):
     """Options shared by `gridworld solve` and `gridworld sweep`."""
+
+    help_terms: ClassVar[dict[str, str]] = {"seeded": "learning and simulation"}
 
     world: WorldName = "aima4x3"
     """built-in world: aima4x3 (Russell & Norvig's 4x3) or lander (Mars lander, 8x6)"""
@@ -36,8 +38,6 @@ class GridworldConfig:
     """simulated episodes from the start cell S (0: no simulation)"""
     max_steps: int = 1_000
     """a simulated episode still running after this many moves counts as a timeout"""
-    seed: int = 0
-    """random seed for learning and simulation"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:

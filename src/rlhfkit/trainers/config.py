@@ -1,4 +1,6 @@
-"""Config dataclasses of the trainers. Field docstrings become `--help` (see rlhfkit.config).
+"""Config dataclasses of the trainers, built from shared pieces (rlhfkit.config), and the pieces
+that the run configs of pipelines/ share with them (RolloutOptions, KLControlOptions for quickstart
+and compare; EpochOptions). Field docstrings become `--help` (see rlhfkit.config).
 
 Kept free of torch imports so the CLI can build its parser instantly.
 """
@@ -6,9 +8,21 @@ Kept free of torch imports so the CLI can build its parser instantly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from rlhfkit.config import ConfigError
+from rlhfkit.config import (
+    AdamWOptions,
+    ChatOptions,
+    ComputeOptions,
+    ConfigError,
+    DataFileOptions,
+    DefaultsBy,
+    LoRAOptions,
+    ModelOptions,
+    OptimizerOptions,
+    RunOptions,
+    SeedOptions,
+)
 
 ALGORITHMS = ("ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo")
 
@@ -32,28 +46,53 @@ ALGO_DEFAULTS: dict[str, dict] = {
 
 
 @dataclass
-class RLConfig:
+class RolloutOptions:
+    """How many responses an online iteration samples, and how its update splits and reuses them."""
+
+    help_group: ClassVar[str] = "rollout batch"
+    help_terms: ClassVar[dict[str, str]] = {"per_prompt": "prompts per iteration = batch_size / group_size"}
+    help_defaults: ClassVar[dict[str, str]] = {"micro_batch_size": "the whole mini-batch"}
+
+    batch_size: int = 32
+    """responses sampled per iteration ({per_prompt})"""
+    mini_batch_size: int = 16
+    """responses per optimiser step inside an iteration"""
+    micro_batch_size: int | None = None
+    """responses per forward/backward; lower it to accumulate gradients"""
+    ppo_epochs: int | None = None
+    """passes over each rollout batch"""
+    max_new_tokens: int = 24
+    """longest response sampled"""
+
+
+@dataclass
+class KLControlOptions:
+    """The KL coefficient β and its adaptive controller (Ziegler et al. 2019)."""
+
+    help_group: ClassVar[str] = "KL control"
+
+    init_kl_coef: float | None = None
+    """initial KL coefficient β"""
+    target_kl: float | None = None
+    """target per-sequence KL (nats) of the adaptive controller; unset: β stays fixed"""
+    kl_horizon: float = 10000.0
+    """horizon of the adaptive KL controller (Ziegler et al. 2019 use 10000; a shorter one adapts β sooner)"""
+
+
+@dataclass
+class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
     """Online RL against a reward with a KL anchor: PPO, REINFORCE, RLOO, GRPO, REINFORCE++,
-    ReMax, NLPO. Options left unset take the chosen algorithm's published defaults."""
+    ReMax, NLPO. Options left unset take the chosen algorithm's published defaults (ALGO_DEFAULTS)."""
+
+    defaults_by: ClassVar[DefaultsBy] = DefaultsBy("algo", ALGO_DEFAULTS)
+    help_terms: ClassVar[dict[str, str]] = {"trained": "the policy's trained weights and the value head"}
 
     algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo"] = "ppo"
     """the policy-gradient algorithm"""
     steps: int = 30
     """number of rollout → update iterations"""
-    batch_size: int = 32
-    """responses sampled per iteration (prompts per iteration = batch_size / group_size)"""
     group_size: int | None = None
-    """samples per prompt (RLOO/GRPO default 4, others 1)"""
-    mini_batch_size: int = 16
-    """responses per optimiser step inside an iteration"""
-    micro_batch_size: int | None = None
-    """responses per forward/backward (default: the whole mini-batch); lower it to accumulate gradients"""
-    ppo_epochs: int | None = None
-    """passes over each rollout batch (PPO/NLPO default 4, others 1)"""
-    learning_rate: float = 3e-4
-    """AdamW learning rate (for the LoRA adapter and value head)"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this"""
+    """samples per prompt"""
     clip_coef: float = 0.2
     """ratio clip ε of the surrogate objective (matters only with several optimiser steps per batch)"""
     vf_coef: float = 0.1
@@ -69,21 +108,15 @@ class RLConfig:
     baseline_decay: float = 0.9
     """decay of the moving-average baseline"""
     kl_estimator: Literal["k1", "k2", "k3"] | None = None
-    """per-token KL estimator (default k1 in the reward; k3 in the loss for GRPO)"""
+    """per-token KL estimator: k1, k2 or k3 (REFERENCES.md)"""
     kl_in: Literal["reward", "loss"] | None = None
-    """where the KL goes: per-token −β·kl in the reward, or +β·kl in the loss (GRPO)"""
+    """where the KL goes: per-token −β·kl in the reward, or +β·kl in the loss"""
     kl_anchor: Literal["reference", "previous"] = "reference"
     """KL to the frozen reference, or to a snapshot of the policy refreshed every anchor_refresh steps"""
     anchor_refresh: int = 10
     """steps between refreshes of the 'previous' KL anchor"""
-    init_kl_coef: float | None = None
-    """initial KL coefficient β (PPO 0.05 as Stiennon et al.; GRPO 0.04)"""
-    target_kl: float | None = None
-    """target per-sequence KL (nats) of the adaptive controller; unset: β stays fixed"""
-    kl_horizon: float = 10000.0
-    """horizon of the adaptive KL controller (Ziegler et al. 2019)"""
     whiten_advantages: bool | None = None
-    """scale advantages to zero mean, unit variance over valid tokens (PPO/NLPO default on)"""
+    """scale advantages to zero mean, unit variance over valid tokens"""
     loss_aggregation: Literal["token_mean", "sequence_mean", "constant"] | None = None
     """token_mean over the batch (PPO); mean over sequences of token means (GRPO); sum over a constant (Dr. GRPO)"""
     nlpo_top_p: float = 0.9
@@ -104,19 +137,13 @@ class RLConfig:
     """PPO-ptx: an SFT/pretraining data file (kind sft: prompt/completion or messages)"""
     ptx_batch_size: int = 4
     """PPO-ptx: examples per optimiser step"""
-    max_new_tokens: int = 24
-    """longest response sampled"""
     temperature: float = 1.0
     """sampling temperature during rollouts (1.0 samples the policy itself)"""
-    seed: int = 0
-    """random seed"""
 
     def __post_init__(self):
         if self.algo not in ALGO_DEFAULTS:
             raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)}, got {self.algo!r}")
-        for key, value in ALGO_DEFAULTS[self.algo].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
+        self.defaults_by.fill(self)
         if self.micro_batch_size is None:
             self.micro_batch_size = self.mini_batch_size
         if self.algo in ("rloo", "grpo") and self.group_size < 2:
@@ -159,126 +186,83 @@ class RLConfig:
 
 
 @dataclass
-class RewardTrainConfig:
-    """Reward-model training from any feedback kind (each kind's label class owns its loss)."""
+class EpochOptions:
+    """Passes over the training data in batches of a fixed size."""
 
-    epochs: int = 2
-    """passes over the training pairs"""
-    batch_size: int = 16
-    """pairs per optimiser step"""
-    learning_rate: float = 5e-5
-    """AdamW learning rate of the backbone"""
-    head_learning_rate: float = 1e-3
-    """AdamW learning rate of the scalar head"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this"""
-    seed: int = 0
-    """random seed"""
+    help_group: ClassVar[str] = "training"
+    help_terms: ClassVar[dict[str, str]] = {"examples": "examples"}
 
-
-def _check_common(cfg) -> None:
-    """Checks shared by SFTConfig and DPOConfig; derives the learning rate once."""
-    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
-        raise ConfigError("batch_size and micro_batch_size must be at least 1")
-    if cfg.batch_size % cfg.micro_batch_size:
-        raise ConfigError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size ({cfg.micro_batch_size}): "
-            "each optimiser step accumulates whole micro-batches"
-        )
-    if cfg.epochs < 1 and cfg.max_steps < 1:
-        raise ConfigError("give epochs >= 1 or max_steps >= 1: otherwise there is nothing to train")
-    if cfg.max_steps < 0 or cfg.warmup_steps < 0 or cfg.eval_every < 0:
-        raise ConfigError("max_steps, warmup_steps and eval_every cannot be negative")
-    if not 0.0 <= cfg.eval_fraction < 1.0:
-        raise ConfigError(f"eval_fraction must lie in [0, 1), got {cfg.eval_fraction}")
-    if cfg.eval_data and cfg.eval_fraction:
-        raise ConfigError("give either eval_data (a file) or eval_fraction (a held-out share of data), not both")
-    if cfg.learning_rate is None:
-        cfg.learning_rate = cfg.lora_learning_rate_default if cfg.lora else cfg.full_learning_rate_default
-    if cfg.learning_rate <= 0:
-        raise ConfigError(f"learning_rate must be positive, got {cfg.learning_rate}")
-    if cfg.max_grad_norm <= 0:
-        raise ConfigError("max_grad_norm must be positive")
-    if cfg.lora and (cfg.lora_r < 1 or cfg.lora_alpha < 1):
-        raise ConfigError("lora_r and lora_alpha must be at least 1")
+    epochs: int = 1
+    """passes over the training data"""
+    batch_size: int = 8
+    """{examples} per optimiser step"""
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning on demonstrations (prompt/completion or chat `messages`)."""
+class RewardTrainConfig(EpochOptions, AdamWOptions, SeedOptions):
+    """Reward-model training from any feedback kind (each kind's label class owns its loss)."""
 
-    data: str = ""
-    """training file (JSONL/JSON/CSV/Parquet/saved dataset) of SFT rows: prompt + completion, or messages"""
-    eval_data: str = ""
-    """held-out file of SFT rows for eval loss and perplexity (optional)"""
-    eval_fraction: float = 0.0
-    """hold out this share of --data for evaluation instead of --eval-data (0: no evaluation)"""
-    skip_invalid: bool = False
-    """skip bad rows (counted and reported) instead of stopping at the first"""
-    model: str = "smollm2-135m-instruct"
-    """model to fine-tune: the embedded default, an HF id, a local folder or a .gguf file"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
-    run_name: str = ""
-    """this run's folder under output_dir (default: sft-<date>-<time>)"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
-    chat: Literal["auto", "yes", "no"] = "auto"
-    """format examples with the tokenizer's chat template (auto: when it has one; chat rows always use it)"""
-    loss_on: Literal["completion", "all"] = "completion"
-    """tokens that carry the loss: the completion (last assistant turn) only, or every token"""
-    packing: bool = False
-    """pack several examples into each max_length row (examples do not attend to each other, see docs)"""
-    max_length: int = 512
-    """longest example (or packed row) in tokens; longer examples lose prompt tokens from the left, then completion tokens from the right"""
-    epochs: int = 1
-    """passes over the training data"""
+    help_group: ClassVar[str] = "optimiser"  # of head_learning_rate, the one field declared here
+    help_terms: ClassVar[dict[str, str]] = {
+        "examples": "rows (pairs, rankings, ratings, ...; a ranking of K responses is one row)",
+        "trained": "the backbone", "seeded": "shuffling and head initialisation",
+    }
+
+    # reward models' defaults of the pieces' fields
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    """AdamW learning rate of the scalar head(s)"""
+
+
+@dataclass
+class OfflineTrainOptions(ModelOptions, DataFileOptions, ChatOptions, EpochOptions, LoRAOptions, AdamWOptions,
+                          RunOptions, ComputeOptions, SeedOptions):
+    """What SFT and DPO share: a model trained on a data file in epochs of gradient-accumulated
+    steps, LoRA or full, under a warmed-up schedule, with periodic evaluation. A subclass sets
+    `defaults_by`: the learning rate's default per --lora."""
+
+    help_group: ClassVar[str] = "training"
+    help_terms: ClassVar[dict[str, str]] = {"trained": "the LoRA adapter, or every weight with --no-lora"}
+
     max_steps: int = 0
     """if > 0: train exactly this many optimiser steps, cycling the data as often as needed (overrides epochs)"""
-    batch_size: int = 8
-    """examples (packed rows with --packing) per optimiser step"""
     micro_batch_size: int = 8
-    """examples per forward/backward; batch_size / micro_batch_size gradient-accumulation steps"""
-    learning_rate: float | None = None
-    """AdamW learning rate; unset: 2e-4 with LoRA, 2e-5 for full fine-tuning"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
+    """{examples} per forward/backward; batch_size / micro_batch_size gradient-accumulation steps"""
+    learning_rate: float | None = None  # per --lora: the subclass's defaults_by
     lr_scheduler: Literal["constant", "linear", "cosine"] = "linear"
     """learning-rate schedule after warm-up: constant, linear or cosine decay to 0"""
     warmup_steps: int = 0
     """linear warm-up steps"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this"""
-    save_merged: bool = True
-    """with LoRA, save checkpoints/final as the merged full model (usable as --model elsewhere); otherwise the adapter only"""
-    lora: bool = True
-    """train a LoRA adapter (otherwise every weight: full fine-tuning)"""
-    lora_r: int = 16
-    """LoRA rank"""
-    lora_alpha: int = 32
-    """LoRA α (scale α/r)"""
-    lora_dropout: float = 0.0
-    """dropout on the LoRA path"""
-    lora_top_layers: int = 0
-    """put LoRA only in the last N blocks (0: all blocks)"""
     eval_every: int = 0
     """evaluate every N optimiser steps (0: at the end of each epoch)"""
-    seed: int = 0
-    """random seed (data order, held-out split, initialisation of the adapter)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision: auto picks bf16 where the hardware has it (CUDA, AVX512-BF16 CPUs)"""
-
-    lora_learning_rate_default = 2e-4
-    full_learning_rate_default = 2e-5
+    save_merged: bool = True
+    """with LoRA, save checkpoints/final as the merged full model (usable as --model elsewhere); otherwise the adapter only"""
 
     def __post_init__(self):
-        _check_common(self)
-        if self.max_length < 2:
-            raise ConfigError("max_length must be at least 2 tokens (one to condition on, one to predict)")
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ConfigError("batch_size and micro_batch_size must be at least 1")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size}): "
+                "each optimiser step accumulates whole micro-batches"
+            )
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ConfigError("give epochs >= 1 or max_steps >= 1: otherwise there is nothing to train")
+        if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_every < 0:
+            raise ConfigError("max_steps, warmup_steps and eval_every cannot be negative")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must lie in [0, 1), got {self.eval_fraction}")
+        if self.eval_data and self.eval_fraction:
+            raise ConfigError("give either eval_data (a file) or eval_fraction (a held-out share of data), not both")
+        self.defaults_by.fill(self)  # type: ignore[attr-defined]
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.max_grad_norm <= 0:
+            raise ConfigError("max_grad_norm must be positive")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1):
+            raise ConfigError("lora_r and lora_alpha must be at least 1")
 
     @property
     def accumulation_steps(self) -> int:
@@ -286,27 +270,46 @@ class SFTConfig:
 
 
 @dataclass
-class DPOConfig:
+class SFTConfig(OfflineTrainOptions):
+    """Supervised fine-tuning on demonstrations (prompt/completion or chat `messages`)."""
+
+    defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 2e-4}, False: {"learning_rate": 2e-5}})
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "sft-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "rows": "SFT rows: prompt + completion, or messages", "model_role": "model to fine-tune",
+        "chat_text": "examples", "chat_auto": "when it has one; chat rows always use it",
+        "examples": "examples (packed rows with --packing)",
+        "seeded": "data order, the held-out split and the adapter's initialisation",
+    }
+
+    loss_on: Literal["completion", "all"] = "completion"
+    """tokens that carry the loss: the completion (last assistant turn) only, or every token"""
+    packing: bool = False
+    """pack several examples into each max_length row (examples do not attend to each other, see docs)"""
+    max_length: int = 512
+    """longest example (or packed row) in tokens; longer examples lose prompt tokens from the left, then completion tokens from the right"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_length < 2:
+            raise ConfigError("max_length must be at least 2 tokens (one to condition on, one to predict)")
+
+
+@dataclass
+class DPOConfig(OfflineTrainOptions):
     """Direct preference optimisation from offline data: DPO, IPO or KTO."""
 
-    data: str = ""
-    """training file: pairwise rows (prompt, chosen, rejected[, label]); for --loss kto also thumbs rows (prompt, response, thumbs_up)"""
-    eval_data: str = ""
-    """held-out file of the same kind for eval metrics (optional)"""
-    eval_fraction: float = 0.0
-    """hold out this share of --data for evaluation instead of --eval-data (0: no evaluation)"""
-    skip_invalid: bool = False
-    """skip bad rows (counted and reported) instead of stopping at the first"""
-    model: str = "smollm2-135m-instruct"
-    """policy to train: the embedded default, an HF id, a local folder or a .gguf file"""
+    # as in TRL: 5e-5 for a LoRA adapter, 1e-6 for every weight
+    defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 5e-5}, False: {"learning_rate": 1e-6}})
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<loss>-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "rows": "pairwise rows (prompt, chosen, rejected[, label]); for --loss kto also thumbs rows (prompt, response, thumbs_up)",
+        "model_role": "policy to train", "examples": "pairs (KTO: examples)",
+        "seeded": "data order, the held-out split and KTO's mismatched pairs",
+    }
+
     ref_model: str = ""
     """reference model π_ref (default: the initial policy; with LoRA its adapter-disabled base)"""
-    output_dir: str = "runs"
-    """parent folder of run folders"""
-    run_name: str = ""
-    """this run's folder under output_dir (default: <loss>-<date>-<time>)"""
-    overwrite: bool = False
-    """reuse a non-empty run folder"""
     loss: Literal["dpo", "ipo", "kto"] = "dpo"
     """dpo: −log σ(β·h); ipo: (h − 1/(2τ))²; kto: unpaired desirable/undesirable (REFERENCES.md)"""
     beta: float = 0.1
@@ -319,63 +322,16 @@ class DPOConfig:
     """KTO λ_U, weight of undesirable examples"""
     precompute_ref: bool = True
     """compute reference log-probs once before training (no reference forward passes while training)"""
-    chat: Literal["auto", "yes", "no"] = "auto"
-    """wrap prompts in the tokenizer's chat template (auto: when it has one)"""
     max_prompt_tokens: int = 256
     """longer prompts keep their last tokens"""
     max_response_tokens: int = 256
     """longer responses keep their first tokens (and lose their EOS)"""
-    epochs: int = 1
-    """passes over the training data"""
-    max_steps: int = 0
-    """if > 0: train exactly this many optimiser steps, cycling the data as often as needed (overrides epochs)"""
-    batch_size: int = 8
-    """pairs (KTO: examples) per optimiser step"""
-    micro_batch_size: int = 8
-    """pairs (KTO: examples) per forward/backward; batch_size / micro_batch_size accumulation steps"""
-    learning_rate: float | None = None
-    """AdamW learning rate; unset: 5e-5 with LoRA, 1e-6 for full fine-tuning (as in TRL)"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    lr_scheduler: Literal["constant", "linear", "cosine"] = "linear"
-    """learning-rate schedule after warm-up: constant, linear or cosine decay to 0"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this"""
-    save_merged: bool = True
-    """with LoRA, save checkpoints/final as the merged full model (usable as --model elsewhere); otherwise the adapter only"""
-    lora: bool = True
-    """train a LoRA adapter (the reference is then the adapter-disabled base: no second copy)"""
-    lora_r: int = 16
-    """LoRA rank"""
-    lora_alpha: int = 32
-    """LoRA α (scale α/r)"""
-    lora_dropout: float = 0.0
-    """dropout on the LoRA path"""
-    lora_top_layers: int = 0
-    """put LoRA only in the last N blocks (0: all blocks)"""
-    eval_every: int = 0
-    """evaluate every N optimiser steps (0: at the end of each epoch)"""
-    seed: int = 0
-    """random seed (data order, held-out split, KTO's mismatched pairs)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, or auto"""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """compute precision: auto picks bf16 where the hardware has it (CUDA, AVX512-BF16 CPUs)"""
-
-    lora_learning_rate_default = 5e-5
-    full_learning_rate_default = 1e-6
 
     def __post_init__(self):
-        _check_common(self)
+        super().__post_init__()
         if self.beta <= 0 or self.tau <= 0:
             raise ConfigError("beta and tau must be positive")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigError("desirable_weight and undesirable_weight (KTO's λ_D, λ_U) must be positive")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
-
-    @property
-    def accumulation_steps(self) -> int:
-        return self.batch_size // self.micro_batch_size
