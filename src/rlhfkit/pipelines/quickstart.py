@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from rlhfkit.algorithms import concordance
+from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
 from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
 from rlhfkit.models import (
@@ -28,6 +29,8 @@ from rlhfkit.models import (
     resolve_device,
     resolve_precision,
 )
+from rlhfkit.models.heads import reward_backbone_source
+from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import reference_forward
 from rlhfkit.pipelines.config import QuickstartConfig
 from rlhfkit.pipelines.run_dir import RunDir
@@ -84,14 +87,20 @@ def _fmt_ci(mean: float, ci_low: float, ci_high: float) -> str:
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
+    # a missing device, model or task fails before anything is loaded or a run folder is made
+    device = resolve_device(cfg.device)
+    resolve_policy_path(cfg.policy)
+    reward_backbone_source(cfg.reward_backbone)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
     run.save_config(cfg)
-    device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
-    task = get_task(cfg.task)
     timer = StageTimer()
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     gen_kwargs = dict(chat=task.chat, generator=generator, compute_dtype=dtype, batch_size=GEN_BATCH)
