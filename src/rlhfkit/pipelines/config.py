@@ -58,7 +58,7 @@ class RMConfig:
     output_dir: str = "runs"
     """parent folder of run folders"""
     run_name: str = ""
-    """this run's folder name under output_dir; empty: the date and time"""
+    """this run's folder name under output_dir (default: rm-<kind>-<date>-<time>)"""
     overwrite: bool = False
     """reuse a non-empty run folder"""
 
