@@ -330,6 +330,25 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_export(store, cfg, report: dict) -> str:
+    """Why an export found no rows, and what to do about it."""
+    from rlhfkit.feedback.labels import EXPORT_KIND
+
+    head = f"{cfg.db}: no {cfg.kind} rows to export"
+    if report["labels"]:
+        return (f"{head}: all {report['labels']} {cfg.kind} labels are without a preference "
+                "('both bad', or no majority with --aggregate mean)")
+    task = next(t for t, k in EXPORT_KIND.items() if k == cfg.kind)
+    items = {t["task"]: t["items"] for t in store.stats()["tasks"]}
+    if not items.get(task):
+        held = ", ".join(f"{n} {t}" for t, n in items.items()) or "none"
+        return (f"{head}: there are no {task} items to label (items: {held}); import some with "
+                f"`rlhfkit feedback import FILE --db {cfg.db}` (two responses per prompt make a pairwise item)")
+    return (f"{head}: none of the {items[task]} {task} items is labelled yet. Label them in the page first: "
+            f"`rlhfkit feedback serve --db {cfg.db}`, then open a sign-in link printed by "
+            f"`rlhfkit feedback add-annotator NAME --db {cfg.db}`")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from rlhfkit.config import ConfigError, config_from_args
     from rlhfkit.data.loaders import write_jsonl
@@ -344,8 +363,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except StoreError as err:
         raise ConfigError(str(err)) from None
     if not rows:
-        raise DataError(f"{cfg.db}: no {cfg.kind} rows to export ({report['labels']} labels, "
-                        f"{report['left_out']} without a preference)")
+        raise DataError(_nothing_to_export(store, cfg, report))
     output = cfg.output or f"{cfg.kind}.jsonl"
     write_jsonl(output, rows)
     note = f"; {report['left_out']} labels left out ('both bad' / no majority)" if report["left_out"] else ""
