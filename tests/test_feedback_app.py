@@ -331,7 +331,9 @@ def test_feedback_cli_user_errors(tmp_path):
     assert _cli(["feedback", "add-annotator", "alice", "--db", db]) == 0
     with pytest.raises(ConfigError, match="already exists"):
         _cli(["feedback", "add-annotator", "alice", "--db", db])
-    with pytest.raises(DataError, match="no pairwise rows"):
+    with pytest.raises(DataError, match="no pairwise rows.*none of the 1 pairwise items is labelled yet.*feedback serve"):
         _cli(["feedback", "export", "--db", db])
+    with pytest.raises(DataError, match="no rating rows.*no rating items to label.*feedback import"):
+        _cli(["feedback", "export", "--db", db, "--kind", "rating"])
     with pytest.raises(ConfigError, match="cannot be averaged"):
         _cli(["feedback", "export", "--db", db, "--kind", "sft", "--aggregate", "mean"])

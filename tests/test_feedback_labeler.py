@@ -175,6 +175,22 @@ def test_cache_answers_repeated_requests(tmp_path, tiny_llama, tiny_tok):
     assert (other.hits, other.misses) == (2, 2)
 
 
+def test_answers_from_the_cache_are_reported_as_cached(tmp_path, tiny_llama, tiny_tok):
+    judge = CachedJudge(LocalJudge(tiny_llama, tiny_tok, identity="tiny", chat=False), JudgementCache(tmp_path / "c.sqlite"))
+    pairs = [Pair("the movie was", "good", "bad", 1.0), Pair("i", "loved it", "hated it", 1.0)]
+    plan = LabelPlan(swap=True, cot=True, max_rationale_tokens=3)
+    first = label_pairs(judge, pairs, plan=plan)
+    assert [t.cached for t in first.techniques] == [False, False, False]
+    again = label_pairs(judge, pairs, plan=plan)  # every request is in the cache now
+    assert [t.cached for t in again.techniques] == [True, True, True]
+    table = format_table(again)
+    assert table.count("cached") >= 3 and "0.000" not in table
+    assert not any(row["cached"] for row in label_pairs(FakeJudge({("good", "bad"): (0.6, 0.4), ("bad", "good"): (0.5, 0.5),
+                                                                    ("loved it", "hated it"): (0.6, 0.4),
+                                                                    ("hated it", "loved it"): (0.5, 0.5)}),
+                                                        pairs).table())  # no cache: never "cached"
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
@@ -221,16 +237,23 @@ def test_label_cli_writes_valid_pairs_and_reports_alignment(tmp_path, tiny_judge
     assert techniques == ["base", "+swap", "+CoT"]
 
 
-def test_label_cli_rating_mode(tmp_path, tiny_judge_dir):
+def test_label_cli_rating_mode(tmp_path, tiny_judge_dir, capsys):
+    from rlhfkit.config import ConfigError
     from rlhfkit.data.loaders import load_records
 
     src = tmp_path / "gen.jsonl"
     src.write_text(json.dumps({"prompt": "the movie was", "response": "good"}) + "\n")
     out = tmp_path / "ratings.jsonl"
-    assert _cli(["label", "--mode", "rating", "--pairs", str(src), "--judge", str(tiny_judge_dir),
-                 "--output", str(out), "--cache", "off", "--device", "cpu"]) == 0
+    argv = ["label", "--mode", "rating", "--pairs", str(src), "--judge", str(tiny_judge_dir),
+            "--output", str(out), "--cache", "off", "--device", "cpu"]
+    assert _cli(argv) == 0
     (record,) = load_records(out, "rating").records
     assert 1.0 <= record.rating <= 10.0
+    printed = capsys.readouterr().out
+    assert f"judge {tiny_judge_dir} (local, " in printed and "local:" not in printed
+    with pytest.raises(ConfigError, match="ratings.jsonl exists; .*--overwrite"):
+        _cli(argv)  # an earlier output is not replaced silently
+    assert _cli([*argv, "--overwrite"]) == 0
 
 
 def test_label_cli_user_errors(tmp_path, tiny_judge_dir):

@@ -49,6 +49,8 @@ def test_best_of_n_keeps_the_highest_reward(tmp_path, tiny_llama, tiny_tok):
                  "--n", "6", "--reward", "vader", "--max-new-tokens", "6", "--chat", "no", "--precision", "fp32"]) == 0
     row = json.loads(out.read_text())
     assert len(row["candidate_rewards"]) == 6 and row["reward"] == max(row["candidate_rewards"])
+    # like every output row: the kept response's token count, summed log-prob and EOS flag
+    assert 1 <= row["tokens"] <= 6 and row["logprob"] <= 0 and isinstance(row["finished"], bool)
     assert row["kl_bound"] == pytest.approx(math.log(6) - 5 / 6)  # REFERENCES.md: log n − (n−1)/n
 
 

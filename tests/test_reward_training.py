@@ -243,6 +243,8 @@ def test_cli_trains_an_ensemble_and_writes_the_run_folder(rlhfkit, tiny_dir, tmp
     assert rlhfkit(args) == 0
     out = capsys.readouterr().out
     assert "held-out pairwise accuracy" in out and "ensemble of 2 heads" in out
+    assert out.count("training rows") == 1  # the split is printed once
+    assert f"centred: the 12 responses in {refs} score 0 on average" in out
     run = tmp_path / "runs" / "ens"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "reward_model/head.pt"):
         assert (run / name).exists(), name
@@ -276,6 +278,18 @@ def test_cli_rating_run_centres_on_the_training_responses(rlhfkit, tiny_dir, tmp
     scores = rm.score([r["prompt"] for r in train_rows], [r["response"] for r in train_rows])
     # centred on the training part only (the held-out tenth is not a reference): close to 0 overall
     assert abs(scores.mean().item()) < 0.5
+
+
+def test_cli_run_folder_is_named_after_the_kind(rlhfkit, tiny_dir, tmp_path, capsys):
+    import re
+
+    train = _write(tmp_path / "thumbs.jsonl", _rows(Synthetic(seed=7).records("thumbs", 16)))
+    assert rlhfkit(["rm", "--data", str(train), "--kind", "thumbs", "--backbone", str(tiny_dir), "--epochs", "1",
+                    "--eval-fraction", "0", "--output-dir", str(tmp_path / "runs")]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"rm-thumbs-\d{8}-\d{6}", folder.name), folder.name  # like sft-…, <loss>-…, <algo>-…
+    # nothing held out: each of the 16 thumbs rows gives one reference response
+    assert "centred: the 16 training responses score 0 on average" in capsys.readouterr().out
 
 
 def test_cli_rejects_a_wrong_kind_and_broken_files(rlhfkit, tiny_dir, tmp_path, capsys):

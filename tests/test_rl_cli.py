@@ -25,6 +25,7 @@ def test_rl_runs_evaluates_and_resumes(tmp_path, tiny_dir, capsys):
     assert summary["steps"] == 2 and {"reward", "gold"} <= set(summary["after"])
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1] and "reward/length" in rows[0] and "reward/gold" in rows[0]
+    assert "reward/gold_mean" not in rows[0]  # gold is a part of the reward: logged once, as reward/gold
     assert main(common + ["--steps", "3", "--resume"]) == 0
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]

@@ -90,10 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
     import warnings
 
     # peft calls a transformers property renamed in 5.x; nothing for a user to act on.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # transformers draws a "Loading weights" bar for every model it loads (a second's flicker, read
+    # through huggingface_hub's switch); our own stages have their bars. Set it to 0 to see them.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

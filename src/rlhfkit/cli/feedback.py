@@ -119,6 +119,68 @@ def _cache_path(spec: str):
     return Path(spec)
 
 
+def _label_rows(run) -> list[dict]:
+    """The written rows: each pair's soft label, the judge's probabilities, rationale and gold."""
+    rows = []
+    final = run.final
+    rationales = run.rationales or [None] * len(run.pairs)
+    for pair, label, f, s, why in zip(run.pairs, run.labels(), final.p_forward, final.p_swapped or final.p_forward,
+                                      rationales):
+        row = label.to_row()
+        swapped_out = row["chosen"] != pair.first
+        row["judge"] = {"technique": final.name, "p_first_forward": round(f, 6)}
+        if final.p_swapped is not None:
+            row["judge"]["p_first_swapped_back"] = round(1.0 - s, 6)
+        if why is not None:
+            row["judge"]["rationale"] = why  # the greedy CoT rationale, forward order
+        if pair.gold is not None:
+            row["gold_label"] = 1.0 - pair.gold if swapped_out else pair.gold
+        rows.append(row)
+    return rows
+
+
+def _label_pairwise(cfg, judge, items, template, report: dict, quiet: bool) -> None:
+    from rlhfkit.data.loaders import write_jsonl
+    from rlhfkit.feedback.labeler import LabelPlan, format_table, label_pairs, randomise_order
+
+    pairs = randomise_order(items, cfg.seed)
+    gold = [p.gold for p in pairs if p.gold is not None]
+    ties = sum(1 for g in gold if g == 0.5)
+    print(f"[rlhfkit] {len(pairs)} pairs" + (f", {len(gold)} with gold labels ({ties} ties, left out of "
+                                             "alignment)" if gold else ", no gold labels"))
+    plan = LabelPlan(swap=cfg.debias == "swap", cot=cfg.cot, self_consistency=cfg.self_consistency,
+                     temperature=cfg.temperature, max_rationale_tokens=cfg.max_rationale_tokens)
+    run = label_pairs(judge, pairs, template, plan, progress=lambda stage: print(f"[rlhfkit] {stage} ...", flush=True))
+    write_jsonl(cfg.output, _label_rows(run))
+    report["techniques"] = run.table()
+    if not quiet:
+        print()
+        print(format_table(run))
+        pos = run.techniques[0].positions()
+        if pos is not None:
+            print(f"same position preferred in both orders (base prompt): {100 * pos.same_position_rate:.1f}% "
+                  f"of pairs — position 1 in {pos.position1}, position 2 in {pos.position2}")
+        print()
+
+
+def _load_judge(cfg):
+    import os
+
+    from rlhfkit.config import ConfigError
+    from rlhfkit.feedback.backends import load_judge
+    from rlhfkit.models.loading import ModelNotFoundError
+
+    try:
+        return load_judge(
+            cfg.judge, model=cfg.judge_model, api=cfg.api, api_key=os.environ.get(cfg.api_key_env) or None,
+            timeout=cfg.timeout, retries=cfg.retries, concurrency=cfg.concurrency, device=cfg.device,
+            precision=cfg.precision, chat={"auto": None, "yes": True, "no": False}[cfg.chat],
+            batch_size=cfg.batch_size, seed=cfg.seed, cache=_cache_path(cfg.cache),
+        )
+    except (ModelNotFoundError, ValueError) as err:
+        raise ConfigError(f"--judge {cfg.judge}: {err}") from None
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     import json
     import os
@@ -126,19 +188,19 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
     from rlhfkit.config import ConfigError, config_from_args
     from rlhfkit.data.loaders import write_jsonl
-    from rlhfkit.feedback.backends import CachedJudge, JudgeError, load_judge
+    from rlhfkit.feedback.backends import CachedJudge, JudgeError
     from rlhfkit.feedback.config import LabelConfig
     from rlhfkit.feedback.inputs import read_examples, read_pairs, read_responses
     from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
-    from rlhfkit.feedback.labeler import (
-        LabelPlan,
-        format_table,
-        label_pairs,
-        randomise_order,
-        rating_labels,
-    )
+    from rlhfkit.feedback.labeler import rating_labels
 
     cfg = config_from_args(LabelConfig, args)
+    if os.path.exists(cfg.output) and not cfg.overwrite:
+        raise ConfigError(f"{cfg.output} exists; pick another --output or pass --overwrite to replace it")
+    if not cfg.judge.startswith(("http://", "https://")):
+        from rlhfkit.models import resolve_device
+
+        resolve_device(cfg.device)  # an unavailable device fails before the pairs are read
     try:
         template = JudgeTemplate(preamble=load_preamble(cfg.preamble),
                                  examples=read_examples(cfg.examples) if cfg.examples else ())
@@ -154,19 +216,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
         print(f"[rlhfkit] skipped {s}")
     if len(skipped) > 5:
         print(f"[rlhfkit] ... and {len(skipped) - 5} more skipped rows")
-
-    from rlhfkit.models.loading import ModelNotFoundError
-
-    try:
-        judge = load_judge(
-            cfg.judge, model=cfg.judge_model, api=cfg.api, api_key=os.environ.get(cfg.api_key_env) or None,
-            timeout=cfg.timeout, retries=cfg.retries, concurrency=cfg.concurrency, device=cfg.device,
-            precision=cfg.precision, chat={"auto": None, "yes": True, "no": False}[cfg.chat],
-            batch_size=cfg.batch_size, seed=cfg.seed, cache=_cache_path(cfg.cache),
-        )
-    except (ModelNotFoundError, ValueError) as err:
-        raise ConfigError(f"--judge {cfg.judge}: {err}") from None
-    print(f"[rlhfkit] judge {judge.identity}")
+    judge = _load_judge(cfg)
+    print(f"[rlhfkit] judge {getattr(judge, 'description', judge.identity)}")
     start = time.perf_counter()
     report: dict = {"config": vars(cfg) | {}, "judge": judge.identity, "skipped_rows": len(skipped)}
     try:
@@ -177,39 +228,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
             report["mean_rating"] = sum(ratings) / len(ratings)
             print(f"[rlhfkit] rated {len(labels)} responses: mean expected rating {report['mean_rating']:.2f} / 10")
         else:
-            pairs = randomise_order(items, cfg.seed)
-            gold = [p.gold for p in pairs if p.gold is not None]
-            ties = sum(1 for g in gold if g == 0.5)
-            print(f"[rlhfkit] {len(pairs)} pairs" + (f", {len(gold)} with gold labels ({ties} ties, left out of "
-                                                     "alignment)" if gold else ", no gold labels"))
-            plan = LabelPlan(swap=cfg.debias == "swap", cot=cfg.cot, self_consistency=cfg.self_consistency,
-                             temperature=cfg.temperature, max_rationale_tokens=cfg.max_rationale_tokens)
-            run = label_pairs(judge, pairs, template, plan, progress=lambda stage: print(f"[rlhfkit] {stage} ...", flush=True))
-            rows = []
-            final = run.final
-            rationales = run.rationales or [None] * len(run.pairs)
-            for pair, label, f, s, why in zip(run.pairs, run.labels(), final.p_forward,
-                                              final.p_swapped or final.p_forward, rationales):
-                row = label.to_row()
-                swapped_out = row["chosen"] != pair.first
-                row["judge"] = {"technique": final.name, "p_first_forward": round(f, 6)}
-                if final.p_swapped is not None:
-                    row["judge"]["p_first_swapped_back"] = round(1.0 - s, 6)
-                if why is not None:
-                    row["judge"]["rationale"] = why  # the greedy CoT rationale, forward order
-                if pair.gold is not None:
-                    row["gold_label"] = 1.0 - pair.gold if swapped_out else pair.gold
-                rows.append(row)
-            write_jsonl(cfg.output, rows)
-            report["techniques"] = run.table()
-            if not args.json:
-                print()
-                print(format_table(run))
-                pos = run.techniques[0].positions()
-                if pos is not None:
-                    print(f"same position preferred in both orders (base prompt): {100 * pos.same_position_rate:.1f}% "
-                          f"of pairs — position 1 in {pos.position1}, position 2 in {pos.position2}")
-                print()
+            _label_pairwise(cfg, judge, items, template, report, quiet=args.json)
     except JudgeError as err:
         raise ConfigError(f"judge failed: {err}") from None
     elapsed = time.perf_counter() - start
@@ -311,6 +330,25 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_export(store, cfg, report: dict) -> str:
+    """Why an export found no rows, and what to do about it."""
+    from rlhfkit.feedback.labels import EXPORT_KIND
+
+    head = f"{cfg.db}: no {cfg.kind} rows to export"
+    if report["labels"]:
+        return (f"{head}: all {report['labels']} {cfg.kind} labels are without a preference "
+                "('both bad', or no majority with --aggregate mean)")
+    task = next(t for t, k in EXPORT_KIND.items() if k == cfg.kind)
+    items = {t["task"]: t["items"] for t in store.stats()["tasks"]}
+    if not items.get(task):
+        held = ", ".join(f"{n} {t}" for t, n in items.items()) or "none"
+        return (f"{head}: there are no {task} items to label (items: {held}); import some with "
+                f"`rlhfkit feedback import FILE --db {cfg.db}` (two responses per prompt make a pairwise item)")
+    return (f"{head}: none of the {items[task]} {task} items is labelled yet. Label them in the page first: "
+            f"`rlhfkit feedback serve --db {cfg.db}`, then open a sign-in link printed by "
+            f"`rlhfkit feedback add-annotator NAME --db {cfg.db}`")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from rlhfkit.config import ConfigError, config_from_args
     from rlhfkit.data.loaders import write_jsonl
@@ -325,8 +363,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except StoreError as err:
         raise ConfigError(str(err)) from None
     if not rows:
-        raise DataError(f"{cfg.db}: no {cfg.kind} rows to export ({report['labels']} labels, "
-                        f"{report['left_out']} without a preference)")
+        raise DataError(_nothing_to_export(store, cfg, report))
     output = cfg.output or f"{cfg.kind}.jsonl"
     write_jsonl(output, rows)
     note = f"; {report['left_out']} labels left out ('both bad' / no majority)" if report["left_out"] else ""

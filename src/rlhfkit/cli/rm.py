@@ -63,8 +63,6 @@ def _cmd_rm(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     ev = summary.get("eval") or {}
-    print(f"[rlhfkit] {summary['kind']} reward model: {summary['records']['train']} training rows, "
-          f"{summary['records']['eval']} held-out")
     if ev:
         acc = ev.get("accuracy")
         acc_text = "n/a (no held-out comparisons)" if acc is None else f"{acc:.1%}"
@@ -74,6 +72,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             print(f"[rlhfkit] ensemble of {summary['ensemble']['members']} heads: mean std across heads "
                   f"{ev['ensemble_std_mean']:.4f} on held-out responses")
     centering = summary["centering"]
-    print(f"[rlhfkit] centred on {centering['responses']} {centering['on']} (shift {centering['offset']:+.4f})")
+    n, on = centering["responses"], centering["on"]
+    which = f"the {n} training responses" if on == "training responses" else f"the {n} responses in {on}"
+    print(f"[rlhfkit] centred: {which} score 0 on average (shift {centering['offset']:+.4f})")
     print(f"[rlhfkit] reward model saved to {summary['reward_model']}")
     return 0

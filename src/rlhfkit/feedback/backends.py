@@ -85,6 +85,12 @@ class LocalJudge:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = pad_token_id(tokenizer)
         self.identity = f"local:{identity}:{'chat' if self.chat else 'plain'}:{str(self.compute_dtype).removeprefix('torch.')}"
+        self.description = self._describe(identity)
+
+    def _describe(self, name: str) -> str:
+        """What `rlhfkit label` prints: the model as the user named it, how it is prompted."""
+        dtype = str(self.compute_dtype).removeprefix("torch.")
+        return f"{name} (local, {'chat template' if self.chat else 'plain prompt'}, {dtype}, {self.device})"
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "auto", precision: str = "auto", chat: bool | None = None,
@@ -96,7 +102,9 @@ class LocalJudge:
         dtype = resolve_precision(precision, dev)
         model, tokenizer = load_policy(name_or_path, device=dev)
         path, _ = resolve_policy_path(name_or_path)
-        return cls(model, tokenizer, identity=path, chat=chat, batch_size=batch_size, compute_dtype=dtype, seed=seed)
+        judge = cls(model, tokenizer, identity=path, chat=chat, batch_size=batch_size, compute_dtype=dtype, seed=seed)
+        judge.description = judge._describe(name_or_path)
+        return judge
 
     def render(self, prompt: JudgePrompt) -> str:
         if self.chat:
@@ -231,7 +239,8 @@ class HTTPJudge:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers,
                                     limits=httpx.Limits(max_connections=self.concurrency))
-        self.identity = f"http:{self.base_url}:{model}:{api}:top{top_logprobs}"
+        self.identity = f"http:{self.base_url}:{model}:{api}:top{top_logprobs}"  # the cache key
+        self.description = f"{self.base_url} ({api} API, model {model or '(server default)'})"
         self.requests_sent = 0
         self._lock = threading.Lock()
 
@@ -409,6 +418,7 @@ class CachedJudge:
         self.backend = backend
         self.cache = cache
         self.identity = backend.identity
+        self.description = getattr(backend, "description", backend.identity) + f", cached in {cache.path}"
         self.hits = 0
         self.misses = 0
 

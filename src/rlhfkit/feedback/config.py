@@ -37,8 +37,10 @@ class LabelConfig(ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
     """input file: pairwise rows (prompt, chosen, rejected[, label]: the label is taken as gold),
     rows with prompt + responses [a, b], or `rlhfkit generate` output (prompt, response; two rows per
     prompt). With --mode rating: rows with prompt + response"""
-    output: str = "ai_labels.jsonl"
-    """where to write the soft-labelled pairs (or ratings)"""
+    output: str = ""
+    """where to write the soft-labelled pairs (default: ai_labels.jsonl) or the ratings (default: ai_ratings.jsonl)"""
+    overwrite: bool = False
+    """replace an existing --output file"""
     mode: Literal["pairwise", "rating"] = "pairwise"
     """pairwise: soft preference labels; rating: expected 1-10 rating per response (direct RLAIF)"""
     judge: str = "smollm2-135m-instruct"
@@ -92,6 +94,8 @@ class LabelConfig(ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
             raise ConfigError("--timeout must be > 0, --retries >= 0 and --concurrency >= 1")
         if self.mode == "rating" and (self.cot or self.self_consistency):
             raise ConfigError("--cot and --self-consistency apply to --mode pairwise only")
+        if not self.output:
+            self.output = "ai_ratings.jsonl" if self.mode == "rating" else "ai_labels.jsonl"
 
 
 @dataclass

@@ -62,6 +62,7 @@ class Technique:
     p_forward: list[float]  # P(position 1) with (first, second) shown
     p_swapped: list[float] | None  # P(position 1) with (second, first) shown
     seconds: float  # judge time this technique needs on its own
+    cached: bool = False  # every answer came from the judge's cache (its seconds say nothing)
 
     def positions(self) -> PositionStats | None:
         return None if self.p_swapped is None else position_stats(self.p_forward, self.p_swapped)
@@ -91,7 +92,8 @@ class LabelRun:
         gold = [p.gold for p in self.pairs]
         n = max(len(self.pairs), 1)
         for t in self.techniques:
-            row: dict = {"technique": t.name, "pairs": len(self.pairs), "seconds_per_label": t.seconds / n}
+            row: dict = {"technique": t.name, "pairs": len(self.pairs), "seconds_per_label": t.seconds / n,
+                         "cached": t.cached}
             if self.has_gold:
                 row["alignment"], row["gold_pairs"] = alignment(t.p_first, gold)
             stats = t.positions()
@@ -107,6 +109,16 @@ def _timed(fn, *args, **kwargs):
     start = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
+
+
+def _misses(judge) -> int | None:
+    """Requests a `CachedJudge` had to send to its backend so far (None: the judge has no cache)."""
+    return getattr(judge, "misses", None)
+
+
+def _all_cached(judge, misses_before: int | None) -> bool:
+    """True when every request since `misses_before` was answered from the judge's cache."""
+    return misses_before is not None and _misses(judge) == misses_before
 
 
 def _score(judge: JudgeBackend, prompts) -> list[float]:
@@ -154,31 +166,34 @@ def label_pairs(judge: JudgeBackend, pairs: Sequence[Pair], template: JudgeTempl
     say = progress or (lambda stage: None)
     forward, swapped = _orders(pairs, plan.swap)
     techniques: list[Technique] = []
+    start = _misses(judge)
 
     say("scoring (forward order)")
     p_fwd, t_fwd = _timed(_score, judge, [template.pairwise(*s) for s in forward])
-    techniques.append(Technique("base", list(p_fwd), p_fwd, None, t_fwd))
+    techniques.append(Technique("base", list(p_fwd), p_fwd, None, t_fwd, _all_cached(judge, start)))
     p_sw = None
     if plan.swap:
         say("scoring (swapped order)")
         p_sw, t_sw = _timed(_score, judge, [template.pairwise(*s) for s in swapped])
-        techniques.append(Technique("+swap", _combine(p_fwd, p_sw), p_fwd, p_sw, t_fwd + t_sw))
+        techniques.append(Technique("+swap", _combine(p_fwd, p_sw), p_fwd, p_sw, t_fwd + t_sw, _all_cached(judge, start)))
         # "base" reports the labeler's position preference too (it is a property of the judge).
         techniques[0].p_swapped = p_sw
 
     rationales: list[str] = []
     if plan.cot:
         say("chain of thought (greedy rationales)")
+        start = _misses(judge)
         (c_fwd, rationales), t_c = _timed(_with_rationales, judge, template, forward, plan.max_rationale_tokens, 0.0, None)
         c_sw = None
         if plan.swap:
             (c_sw, _), t_c2 = _timed(_with_rationales, judge, template, swapped, plan.max_rationale_tokens, 0.0, None)
             t_c += t_c2
-        techniques.append(Technique("+CoT", _combine(c_fwd, c_sw), c_fwd, c_sw, t_c))
+        techniques.append(Technique("+CoT", _combine(c_fwd, c_sw), c_fwd, c_sw, t_c, _all_cached(judge, start)))
 
     if plan.self_consistency > 0:
         n, temp = plan.self_consistency, plan.temperature
         say(f"self-consistency ({n} rationales at T={temp:g})")
+        start = _misses(judge)
         seeds = [s for s in range(1, n + 1) for _ in pairs]
 
         def sampled(shown):
@@ -190,7 +205,8 @@ def label_pairs(judge: JudgeBackend, pairs: Sequence[Pair], template: JudgeTempl
         if plan.swap:
             s_sw, t_s2 = _timed(sampled, swapped)
             t_s += t_s2
-        techniques.append(Technique(f"+self-consistency ({n} @ T={temp:g})", _combine(s_fwd, s_sw), s_fwd, s_sw, t_s))
+        techniques.append(Technique(f"+self-consistency ({n} @ T={temp:g})", _combine(s_fwd, s_sw), s_fwd, s_sw, t_s,
+                                    _all_cached(judge, start)))
     return LabelRun(pairs, techniques, rationales)
 
 
@@ -212,11 +228,13 @@ def format_table(run: LabelRun) -> str:
             line = line.ljust(len(header) - 9)
         else:
             line += " " * (15 + 18)
-        line += f"{row['seconds_per_label']:>9.3f}"
+        line += f"{'cached':>9}" if row.get("cached") else f"{row['seconds_per_label']:>9.3f}"
         lines.append(line)
     if run.has_gold:
         counted = rows[0]["gold_pairs"]
         lines.append(f"alignment over {counted} pairs with a non-tie gold label")
+    if any(row.get("cached") for row in rows):
+        lines.append("cached: every answer came from the judgement cache (--cache off to time the judge)")
     return "\n".join(lines)
 
 

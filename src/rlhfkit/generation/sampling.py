@@ -10,6 +10,7 @@ the batch), so a batch costs about what its unfinished rows cost. Each step norm
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -108,6 +109,35 @@ def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None) 
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
+# KV-cache argument names, by model class (see `_cache_argument`).
+_CACHE_ARGUMENT: dict[type, str] = {}
+
+
+def _cache_argument(model) -> str:
+    """The name this model's forward gives its KV cache: `cache` in transformers 5.x (where
+    `past_key_values` still works but warns, until 5.40), `past_key_values` in older releases
+    and in remote-code models. Read from the forward's signature once per model class."""
+    base = getattr(model, "module", model)  # DDP / accelerate wrappers
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    key = type(base)
+    if key not in _CACHE_ARGUMENT:
+        params = inspect.signature(base.forward).parameters
+        _CACHE_ARGUMENT[key] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_ARGUMENT[key]
+
+
+def _cached_step(model, cache, **inputs):
+    """One forward pass that reads and extends the KV cache `cache`."""
+    return model(**inputs, **{_cache_argument(model): cache}, use_cache=True)
+
+
+def _returned_cache(out):
+    """The KV cache of a forward's output (`out.cache` in transformers 5.x; reading the old
+    `past_key_values` name there warns)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class NucleusMasker:
     """NLPO's action mask (Ramamurthy et al. 2022): at each step, the top-p nucleus of a frozen
     *masking policy* run in lock-step with the sampler (its own KV cache), plus `keep_ids`
@@ -125,12 +155,12 @@ class NucleusMasker:
 
     def prefill(self, ids, attn, positions) -> torch.Tensor:
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+        self.cache = _returned_cache(out)
         return self._mask(out.logits[:, -1])
 
     def advance(self, token, attn, positions) -> torch.Tensor:
-        out = self.model(input_ids=token[:, None], attention_mask=attn, position_ids=positions[:, None],
-                         past_key_values=self.cache, use_cache=True)
+        out = _cached_step(self.model, self.cache, input_ids=token[:, None], attention_mask=attn,
+                           position_ids=positions[:, None])
         return self._mask(out.logits[:, -1])
 
     def select(self, keep: torch.Tensor) -> None:
@@ -175,7 +205,7 @@ def sample(
     attn = prompt_mask.long()
     positions = _positions(attn)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = _returned_cache(out)
     logits = out.logits[:, -1]  # (B, V)
     next_pos = positions[:, -1] + 1  # (B,)
     rows = torch.arange(B, device=device)  # which original rows are still generating
@@ -210,10 +240,7 @@ def sample(
                 masker.select(keep)
             attn, next_pos, token, rows, alive = attn[keep], next_pos[keep], token[keep], rows[keep], alive[keep]
         attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
-        out = model(
-            input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-            past_key_values=cache, use_cache=True,
-        )
+        out = _cached_step(model, cache, input_ids=token[:, None], attention_mask=attn, position_ids=next_pos[:, None])
         logits = out.logits[:, -1]
         if masker is not None:
             step_mask = masker.advance(token, attn, next_pos)
@@ -251,7 +278,7 @@ def beam_search(
     ids = prompt_ids.repeat_interleave(nb, 0)
     positions = _positions(attn)
     out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = _returned_cache(out)
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B*nb, V)
     V = logp.shape[-1]
     next_pos = positions[:, -1] + 1
@@ -303,8 +330,7 @@ def beam_search(
         cache.batch_select_indices(src_idx)
         attn = torch.cat([attn[src_idx], attn.new_ones(B * nb, 1)], dim=1)
         next_pos = next_pos[src_idx]
-        out = model(input_ids=token_t[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                    past_key_values=cache, use_cache=True)
+        out = _cached_step(model, cache, input_ids=token_t[:, None], attention_mask=attn, position_ids=next_pos[:, None])
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         next_pos = next_pos + 1
 

@@ -216,6 +216,17 @@ def _backbone_class(config):
     return (AutoModelForCausalLM if is_decoder else AutoModel), ("last" if is_decoder else "mean")
 
 
+def reward_backbone_source(name_or_path: str) -> str:
+    """The folder or HF id a fresh reward model's backbone loads from (the embedded MiniLM's
+    folder, or as for policies); ModelNotFoundError when the name resolves to nothing. A saved
+    rlhfkit reward-model folder is returned as is."""
+    if (Path(name_or_path).expanduser() / _RM_META).exists():
+        return name_or_path
+    if name_or_path == EMBEDDED_REWARD_BACKBONE:
+        return str(embedded_reward_backbone_dir())
+    return resolve_policy_path(name_or_path)[0]
+
+
 def load_reward_model(name_or_path: str = EMBEDDED_REWARD_BACKBONE, max_length: int = 256, device: str | torch.device = "cpu") -> RewardModel:
     """A saved rlhfkit reward model folder, or a fresh head on a backbone: the embedded MiniLM
     (`all-minilm-l6-v2`), the embedded policy, a local HF folder or an HF id."""
@@ -239,10 +250,7 @@ def load_reward_model(name_or_path: str = EMBEDDED_REWARD_BACKBONE, max_length: 
         if "member_offset" in state:
             model.member_offset.copy_(state["member_offset"])
         return model.to(device)
-    if name_or_path == EMBEDDED_REWARD_BACKBONE:
-        source = str(embedded_reward_backbone_dir())
-    else:
-        source, _ = resolve_policy_path(name_or_path)
+    source = reward_backbone_source(name_or_path)
     config = AutoConfig.from_pretrained(source)
     cls, pooling = _backbone_class(config)
     backbone = cls.from_pretrained(source, dtype=torch.float32)

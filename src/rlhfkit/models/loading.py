@@ -140,10 +140,47 @@ def resolve_policy_path(name_or_path: str) -> tuple[str, str | None]:
     )
 
 
+def _device_count(kind: str) -> int:
+    """How many devices of this torch device type this process can use (0: none)."""
+    if kind == "cpu":
+        return 1
+    if kind == "cuda":
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "mps":
+        return 1 if torch.backends.mps.is_available() else 0
+    backend = getattr(torch, kind, None)  # torch.xpu, torch.mtia, ...
+    is_available = getattr(backend, "is_available", None)
+    if not callable(is_available) or not is_available():
+        return 0
+    count = getattr(backend, "device_count", None)
+    return int(count()) if callable(count) else 1
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> the first CUDA device if there is one, else the CPU. Any other name must be a
+    device this machine has: `cuda` without a CUDA build or GPU, `cuda:3` on a one-GPU machine,
+    `mps` off Apple silicon raise a ConfigError saying what is there (before anything is loaded)."""
+    from rlhfkit.config import ConfigError
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    available = _device_count(dev.type)
+    if available == 0:
+        if dev.type == "cuda" and torch.version.cuda is None:
+            why = f"the installed torch {torch.__version__} is a CPU-only build (README: GPU install)"
+        elif dev.type == "cuda":
+            why = f"torch {torch.__version__} sees no CUDA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+        else:
+            why = f"torch {torch.__version__} sees no {dev.type} device on this machine"
+        raise ConfigError(f"--device {device}: {why}; use --device cpu (or auto)")
+    if dev.index is not None and dev.index >= available:
+        raise ConfigError(f"--device {device}: this machine has {available} {dev.type} device(s), "
+                          f"{dev.type}:0 to {dev.type}:{available - 1}")
+    return dev
 
 
 def _cpu_has_bf16() -> bool:

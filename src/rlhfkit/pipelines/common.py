@@ -7,6 +7,16 @@ import random
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import resolve_policy_path
+
+
+def check_inputs(*models: str, device: str) -> None:
+    """Fail on an unavailable device, then on a model name or path that resolves to nothing,
+    before data is read or a run folder is made."""
+    resolve_device(device)
+    for model in models:
+        if model:
+            resolve_policy_path(model)
 
 
 def load_offline_policy(model: str, device: str, precision: str, chat: str = "auto"):

@@ -13,10 +13,12 @@ import time
 
 import torch
 
+from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.evaluation.tables import compare_table
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.pipelines.config import CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.tasks import get_task
@@ -59,12 +61,16 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
 
 
 def run_compare(cfg: CompareConfig) -> dict:
+    device = resolve_device(cfg.device)  # a missing device, model or task fails before a run folder is made
+    resolve_policy_path(cfg.policy)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     torch.manual_seed(cfg.seed)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
     run.save_config(cfg)
-    device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
-    task = get_task(cfg.task)
     train_prompts = task.prompts("train", seed=cfg.seed)
     eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
     scorers = {"gold": task.gold}

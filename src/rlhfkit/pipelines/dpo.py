@@ -7,7 +7,7 @@ import time
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import iter_rows
 from rlhfkit.models import load_policy
-from rlhfkit.pipelines.common import load_offline_policy, load_split_data
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import DPOConfig
@@ -25,6 +25,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     """`rlhfkit dpo`: load data and models, train, write the run folder, print a summary."""
     if not cfg.data:
         raise ConfigError("--data is required: a file of pairwise rows (or thumbs rows for --loss kto)")
+    check_inputs(cfg.model, cfg.ref_model, device=cfg.device)
     kind = _detect_kind(cfg.data)
     if kind == "thumbs" and cfg.loss != "kto":
         raise ConfigError(f"{cfg.data} holds thumbs rows (prompt, response, thumbs_up): those train with --loss kto; "

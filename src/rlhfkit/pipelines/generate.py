@@ -8,12 +8,7 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records, write_jsonl
-from rlhfkit.generation.sampling import (
-    SamplingParams,
-    best_of_n,
-    best_of_n_kl_bound,
-    generate_batched,
-)
+from rlhfkit.generation.sampling import SamplingParams, best_of_n_kl_bound, generate_batched
 from rlhfkit.pipelines.config import GenerationConfig
 
 
@@ -33,46 +28,60 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
+def response_rows(rollouts) -> list[dict]:
+    """One row per response: prompt, response, token count, summed log-prob (nats) and whether
+    it ended with EOS."""
+    rows: list[dict] = []
+    for ro in rollouts:
+        lengths = ro.response_mask.sum(1).long().tolist()
+        total_lp = (ro.logprobs * ro.response_mask).sum(1).tolist()
+        for prompt, response, n_tok, lp, fin in zip(ro.prompts, ro.responses, lengths, total_lp, ro.finished.tolist()):
+            rows.append({"prompt": prompt, "response": response, "tokens": n_tok, "logprob": lp, "finished": fin})
+    return rows
+
+
+def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
+    """Best-of-n from `rows` (n consecutive candidates per prompt): the row the reward scores
+    highest (the first on ties), with every candidate's reward and the KL bound."""
+    scores = torch.tensor([float(s) for s in reward([r["prompt"] for r in rows], [r["response"] for r in rows])],
+                          dtype=torch.float64).view(-1, n)  # (prompts, n)
+    bound = best_of_n_kl_bound(n)
+    return [rows[i * n + int(j)] | {"reward": float(scores[i, j]), "candidate_rewards": scores[i].tolist(),
+                                    "best_of": n, "kl_bound": bound}
+            for i, j in enumerate(scores.argmax(dim=1).tolist())]
+
+
 def run_generate(cfg: GenerationConfig) -> list[dict]:
     from rlhfkit.models import load_policy, resolve_device, resolve_precision
 
-    prompts = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
     device = resolve_device(cfg.device)
+    prompts = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    reward = None
+    if cfg.policy == "best_of_n":
+        from rlhfkit.rewards.spec import build_reward
+        from rlhfkit.tasks.registry import task_gold_scorer
+
+        reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer})
     model, tokenizer = load_policy(cfg.model, device=device)
     params = SamplingParams(
         strategy=cfg.strategy, temperature=cfg.temperature, top_k=cfg.top_k if cfg.strategy in ("top_k",) else 0,
         top_p=cfg.top_p if cfg.strategy == "top_p" else 1.0, num_beams=cfg.num_beams,
         length_penalty=cfg.length_penalty, max_new_tokens=cfg.max_new_tokens,
     )
-    chat = {"auto": None, "yes": True, "no": False}[cfg.chat]
-    kwargs = dict(chat=chat, compute_dtype=dtype)
+    kwargs = dict(chat={"auto": None, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
     if params.strategy != "beam":
-        kwargs["generator"] = generator
+        kwargs["generator"] = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()
-    rows: list[dict] = []
-    if cfg.policy == "best_of_n":
-        from rlhfkit.rewards.spec import build_reward
-        from rlhfkit.tasks.registry import task_gold_scorer
-
-        reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer})
-        best, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, params, batch_size=cfg.batch_size,
-                                 progress="best-of-n", **kwargs)
-        bound = best_of_n_kl_bound(cfg.n)
-        for i, (prompt, response) in enumerate(zip(prompts, best)):
-            rows.append({"prompt": prompt, "response": response, "reward": float(scores[i].max()),
-                         "candidate_rewards": scores[i].tolist(), "best_of": cfg.n, "kl_bound": bound})
-        print(f"[rlhfkit] best-of-{cfg.n}: KL to the sampling policy ≤ log n − (n−1)/n = {bound:.3f} nats")
-    else:
-        expanded = [p for p in prompts for _ in range(cfg.n)]
-        rollouts = generate_batched(model, tokenizer, expanded, params, batch_size=cfg.batch_size, progress="generating", **kwargs)
-        for ro in rollouts:
-            lengths = ro.response_mask.sum(1).long().tolist()
-            total_lp = (ro.logprobs * ro.response_mask).sum(1).tolist()
-            for prompt, response, n_tok, lp, fin in zip(ro.prompts, ro.responses, lengths, total_lp, ro.finished.tolist()):
-                rows.append({"prompt": prompt, "response": response, "tokens": n_tok, "logprob": lp, "finished": fin})
+    expanded = [p for p in prompts for _ in range(cfg.n)]
+    progress = "best-of-n" if reward is not None else "generating"
+    rows = response_rows(generate_batched(model, tokenizer, expanded, params, batch_size=cfg.batch_size,
+                                          progress=progress, **kwargs))
+    if reward is not None:
+        rows = keep_best(rows, cfg.n, reward)
+        print(f"[rlhfkit] best-of-{cfg.n}: KL to the sampling policy ≤ log n − (n−1)/n = "
+              f"{best_of_n_kl_bound(cfg.n):.3f} nats")
     write_jsonl(cfg.output, rows)
     elapsed = time.perf_counter() - start
     print(f"[rlhfkit] wrote {len(rows)} responses to {cfg.output} in {elapsed:.1f}s")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import write_jsonl
 from rlhfkit.evaluation.policy_eval import (
     base_vs_final,
@@ -35,6 +36,8 @@ from rlhfkit.models import (
     resolve_device,
     resolve_precision,
 )
+from rlhfkit.models.heads import reward_backbone_source
+from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import reference_forward
 from rlhfkit.pipelines.config import QuickstartConfig
 from rlhfkit.pipelines.run_dir import RunDir
@@ -75,12 +78,19 @@ class _Run:
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
+    # a missing device, model or task fails before anything is loaded or a run folder is made
+    device = resolve_device(cfg.device)
+    resolve_policy_path(cfg.policy)
+    reward_backbone_source(cfg.reward_backbone)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
     run.save_config(cfg)
-    device = resolve_device(cfg.device)
-    q = _Run(cfg, run, device, resolve_precision(cfg.precision, device), get_task(cfg.task),
+    q = _Run(cfg, run, device, resolve_precision(cfg.precision, device), task,
              torch.Generator(device=device).manual_seed(cfg.seed))
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(q.dtype).replace('torch.', '')}  task {q.task.name}")
     with q.timer("load policy"):

@@ -41,11 +41,11 @@ def _judge_factory(model: str):
 
 def run_rl(cfg: RLRunConfig) -> dict:
     torch.manual_seed(cfg.seed)
-    resolve_policy_path(cfg.policy)  # a wrong model name fails before a run folder is made
+    device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
+    resolve_policy_path(cfg.policy)
     name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
-    device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     try:
         task = get_task(cfg.task)
@@ -67,8 +67,11 @@ def run_rl(cfg: RLRunConfig) -> dict:
     else:
         reference = frozen_copy(policy)
         policy.requires_grad_(True)
-    # the task's gold score is logged next to the reward, unless it is the reward
-    gold_fn = task.gold if cfg.reward not in ("gold", f"task:{task.name}") and not cfg.prompts else None
+    # the task's gold score is evaluated next to the reward unless it is the reward, and logged
+    # during training unless the reward's parts (logged as reward/<part>) already hold it
+    gold_names = {"gold", f"task:{task.name}"}
+    eval_gold = not cfg.prompts and cfg.reward not in gold_names
+    gold_fn = task.gold if eval_gold and not gold_names & set(weights) else None
 
     def log(stats: dict) -> None:
         components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
@@ -84,7 +87,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
     print(f"[rlhfkit] {cfg.algo} on {len(train_prompts)} prompts, {cfg.prompts_per_step} prompts × {cfg.group_size} "
           f"samples per step, reward {cfg.reward}; run folder {run.path}")
-    scorers = {"reward": reward_fn, **({"gold": task.gold} if gold_fn is not None else {})}
+    scorers = {"reward": reward_fn, **({"gold": task.gold} if eval_gold else {})}
     gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
                       generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}

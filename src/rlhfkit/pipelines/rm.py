@@ -107,6 +107,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     feedback, centre it on reference responses, and write the run folder. Returns the summary.
     `echo` receives the progress lines."""
     started = time.perf_counter()
+    device = resolve_device(cfg.device)  # an unavailable device fails before anything is read
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     label = LABEL_TYPES[cfg.kind]()
@@ -115,10 +116,10 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
         references, centred_on = load_reference_responses(cfg.center_on), str(cfg.center_on)
     else:
         references, centred_on = label.reference_responses(train), "training responses"
-    device = resolve_device(cfg.device)
     rm = with_members(load_reward_model(cfg.backbone, max_length=cfg.max_length, device=device),
                       cfg.ensemble, cfg.uncertainty_penalty)
-    run = RunDir(cfg.output_dir, cfg.run_name or None, overwrite=cfg.overwrite)  # only once the inputs are good
+    name = cfg.run_name or time.strftime(f"rm-{cfg.kind}-%Y%m%d-%H%M%S")
+    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite)  # only once the inputs are good
     run.save_config(cfg)
     echo(f"[rlhfkit] run folder {run.path}  device {device}  {cfg.kind}: {len(train)} training rows, "
           f"{len(evaluation)} held-out")

@@ -32,14 +32,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def never_started(path: Path) -> bool:
+    """True for a run folder that holds nothing but what a run writes before its first step
+    (config.yaml and an empty checkpoints/): a run that failed on its inputs. The next run may
+    take it over without --overwrite."""
+    for entry in path.iterdir():
+        if entry.name == "config.yaml" and entry.is_file():
+            continue
+        if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        return False
+    return True
+
+
 class RunDir:
     def __init__(self, root: str | Path, name: str | None = None, overwrite: bool = False, resume: bool = False):
-        """resume: reuse the folder and append to its logs; overwrite: reuse it and start the logs anew."""
+        """resume: reuse the folder and append to its logs; overwrite: reuse it and start the logs anew.
+        An empty folder, or one left by a run that stopped before its first step, is reused as is."""
         name = name or time.strftime("%Y%m%d-%H%M%S")
         self.path = Path(root) / name
         if resume and not self.path.exists():
             raise FileNotFoundError(f"cannot resume: run folder {self.path} does not exist")
-        if self.path.exists() and any(self.path.iterdir()) and not (overwrite or resume):
+        if self.path.is_dir() and not (overwrite or resume or never_started(self.path)):
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from rlhfkit.pipelines.common import load_offline_policy, load_split_data
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import SFTConfig
@@ -13,6 +13,7 @@ from rlhfkit.trainers.sft import train_sft
 
 def run_sft(cfg: SFTConfig) -> dict:
     """`rlhfkit sft`: load data and model, train, write the run folder, print a summary."""
+    check_inputs(cfg.model, device=cfg.device)
     data = load_split_data(cfg, "sft")
     run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("sft-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite)
     run.save_config(cfg)
