@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,15 +43,14 @@ class LoadResult:
 
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _bad_byte(text: str) -> int | None:
     """The first undecodable byte of `text` (decoded with errors="surrogateescape", which maps
     byte b to the lone surrogate U+DC00 + b; valid UTF-8 never yields those), or None."""
-    for ch in text:
-        if "\udc80" <= ch <= "\udcff":
-            return ord(ch) - 0xDC00
-    return None
+    found = _ESCAPED_BYTE.search(text)
+    return None if found is None else ord(found.group()) - 0xDC00
 
 
 def _not_utf8(byte: int) -> str:

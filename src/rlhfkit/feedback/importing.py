@@ -15,6 +15,7 @@ every candidate becomes its own item. A row may carry its own `task` column.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ def _candidates(row: dict) -> tuple[str, ...]:
         return (_text(row, "chosen"), _text(row, "rejected"))
     if "response" in row and row["response"] is not None:
         return (_text(row, "response"),)
+    # a prompt alone is a demonstration item, unless a column looks like a misspelt response field
+    unknown = [k for k in row if isinstance(k, str) and k not in _KNOWN]
+    for name in ("responses", "response", "chosen", "rejected"):
+        close = difflib.get_close_matches(name, unknown, n=1, cutoff=0.8)
+        if close:
+            raise RowError(name, f"missing (the row has '{close[0]}': a typo?)")
     return ()
 
 
@@ -94,7 +101,9 @@ def read_items(path: str | Path, task: str | None = None, skip_invalid: bool = F
             first_row[key] = rowno
             out.items.append(item)
 
+    rows = 0
     for rowno, row in iter_rows(path, split):
+        rows += 1
         try:
             if isinstance(row, RowError):
                 raise row
@@ -124,6 +133,8 @@ def read_items(path: str | Path, task: str | None = None, skip_invalid: bool = F
             bad(rowno, RowError(err.field, f"{err.reason} (the {len(responses)} rows with this prompt, first at row {rowno})"))
             continue
         add(rowno, items)
+    if not rows:
+        raise DataError(f"{path}: empty file (no rows)")
     if not out.items:
         raise DataError(f"{path}: no items to import" + (f" ({len(out.skipped)} rows skipped)" if out.skipped else ""))
     return out
