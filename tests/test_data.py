@@ -118,7 +118,7 @@ def test_unreadable_sources(tmp_path):
     with pytest.raises(DataError, match="cannot read as Parquet"):
         load_records(tmp_path / "bad.parquet", "prompt")
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(DataError, match="no valid prompt rows"):
+    with pytest.raises(DataError, match="empty file"):
         load_records(tmp_path / "empty.jsonl", "prompt")
 
 

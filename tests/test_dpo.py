@@ -202,6 +202,37 @@ def test_preference_training_raises_implicit_reward_accuracy(tiny_llama, tiny_to
     assert all(v == v for h in result["history"] for v in h.values() if isinstance(v, float))  # no NaN
 
 
+def test_ipo_averages_log_ratios_per_token_by_default(tiny_llama, tiny_tok):
+    """The trainer's IPO loss against h worked out here from a plain forward pass of each model:
+    per-token means by default (PAIRS have completions of 3 and 7, 8 and 2, ... tokens, so the two
+    forms differ), sums with ipo_logratio="sum"."""
+    reference = copy.deepcopy(tiny_llama)
+    with torch.no_grad():  # a reference that differs from the policy, so that h ≠ 0
+        reference.lm_head.weight.mul_(1.5)
+
+    def token_logprobs(model, prompt_ids, response_ids):
+        ids = torch.tensor([prompt_ids + response_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)  # (P+T−1, V)
+        return logp[len(prompt_ids) - 1:].gather(-1, torch.tensor(response_ids)[:, None])[:, 0]  # (T,)
+
+    tau, losses = 0.1, {}
+    for mode, reduce in [("mean", torch.mean), ("sum", torch.sum)]:
+        cfg = _cfg(loss="ipo", tau=tau, ipo_logratio=mode, precompute_ref=False)
+        assert DPOConfig().ipo_logratio == "mean"
+        examples, _ = _examples(tiny_tok, PAIRS, cfg)
+        trainer = DPOTrainer(tiny_llama, tiny_tok, cfg, total_steps=1, reference=reference)
+        got = trainer.evaluate(trainer.prepare(examples))["loss"]
+        expected = 0.0
+        for e in examples:
+            ratio = {side: reduce(token_logprobs(tiny_llama, e.prompt_ids, ids) - token_logprobs(reference, e.prompt_ids, ids))
+                     for side, ids in (("chosen", e.chosen_ids), ("rejected", e.rejected_ids))}
+            expected += float((ratio["chosen"] - ratio["rejected"] - 1 / (2 * tau)) ** 2) / len(examples)
+        assert got == pytest.approx(expected, rel=1e-4), mode
+        losses[mode] = got
+    assert abs(losses["mean"] - losses["sum"]) > 1.0  # the two forms are told apart
+
+
 def test_soft_labels_and_thumbs_data_train(tiny_llama, tiny_tok):
     soft = [PairwiseRecord(p.prompt, p.chosen, p.rejected, label=0.8) for p in PAIRS]
     result = train_dpo(copy.deepcopy(tiny_llama), tiny_tok, soft, _cfg(batch_size=4, micro_batch_size=4, max_steps=3),

@@ -169,7 +169,7 @@ def test_import_export_round_trip(tmp_path, store, tokens):
     gen = tmp_path / "gen.jsonl"  # what `rlhfkit generate --n 2` writes
     gen.write_text("".join(json.dumps({"prompt": p, "response": r, "tokens": 3}) + "\n"
                            for p, r in [("p1", "a"), ("p1", "b"), ("p2", "c"), ("p2", "d")]))
-    items, skipped = read_items(gen)
+    items = read_items(gen).items
     assert [(i.task, i.responses) for i in items] == [("pairwise", ("a", "b")), ("pairwise", ("c", "d"))]
     assert store.add_items(items) == (2, 0)
     assert store.add_items(items) == (0, 2)  # re-import adds nothing

@@ -151,6 +151,48 @@ def test_local_choice_logprobs_match_teacher_forcing(tiny_llama, tiny_tok):
     assert torch.allclose(torch.tensor(alone), torch.tensor(got), atol=1e-4)
 
 
+def _digit_judge_model():
+    """A tiny tokenizer that knows the digits and a tiny llama whose digit logits are all large
+    (about 30× a common row added to each), as in a real judge whose logits sit around ±15, while
+    their differences stay those of the random init."""
+    from rlhfkit.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.add_tokens([str(d) for d in range(10)])
+    model = tiny_causal_lm("llama", vocab_size=len(tok))
+    weight = model.get_output_embeddings().weight  # (V, H)
+    with torch.no_grad():
+        common = 30.0 * weight[tok.convert_tokens_to_ids("the")].clone()
+        for d in range(10):
+            weight[tok.convert_tokens_to_ids(str(d))] += common
+    return model, tok
+
+
+def test_bf16_judge_keeps_distinct_pairs_distinct():
+    """Issue 16: under bf16 the judge gave different pairs the same soft label (bf16 logits of
+    magnitude ~16 are spaced 0.125 apart, so "1" vs "2" log-odds collapse onto a few values).
+    The output head and softmax now run in fp32: 16 distinct pairs give 16 distinct labels, close
+    to the fp32 model's, and so do 1-10 ratings of distinct responses. (Before the fix the same
+    setup gave 5 distinct values for the 16 pairs, among them σ(−1) = 0.268941 twice over.)"""
+    from rlhfkit.feedback.labeler import rate_responses
+
+    model, tok = _digit_judge_model()
+    words = "good bad great awful fun slow long short clever dull".split()
+    pairs = [Pair(f"the movie was {words[i % 4]}", f"{words[4 + i // 4]} and {words[(3 * i) % 10]}",
+                  f"it was {words[(7 * i + 2) % 10]}") for i in range(16)]
+    assert len(set(pairs)) == 16
+    labels, ratings = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        judge = LocalJudge(model, tok, identity="tiny-digits", chat=False, batch_size=4, compute_dtype=dtype)
+        labels[dtype] = label_pairs(judge, pairs, JudgeTemplate(), LabelPlan(swap=False)).techniques[0].p_first
+        ratings[dtype] = rate_responses(judge, [p.prompt for p in pairs], [p.first for p in pairs], JudgeTemplate())
+    assert len(set(labels[torch.float32])) == 16  # the setup itself tells the pairs apart
+    assert len(set(labels[torch.bfloat16])) == 16
+    assert labels[torch.bfloat16] == pytest.approx(labels[torch.float32], abs=0.01)
+    assert len(set(ratings[torch.bfloat16])) == len(set(ratings[torch.float32])) == 16
+    assert ratings[torch.bfloat16] == pytest.approx(ratings[torch.float32], abs=0.05)
+
+
 def test_local_generate_and_chat_rendering(tiny_llama, tiny_tok):
     judge = LocalJudge(tiny_llama, tiny_tok, identity="tiny", chat=True, batch_size=4)
     prompt = JudgePrompt("which is better ?", "answer :")

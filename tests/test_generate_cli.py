@@ -73,3 +73,21 @@ def test_best_of_n_with_a_task_gold_scorer_and_a_wrong_reward(tmp_path, tiny_lla
     assert main(["generate", "--model", str(model), "--prompts", str(prompts), "--output", str(out), "--policy", "best_of_n",
                  "--reward", "task:nope", "--chat", "no"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--top-p", "1.5"], "--top-p must lie in (0, 1], got 1.5"),
+    (["--top-p", "0"], "--top-p must lie in (0, 1]"),
+    (["--strategy", "top_p", "--top-p", "1"], "--strategy top_p needs --top-p below 1"),
+    (["--temperature", "-1"], "--temperature must be a number > 0, got -1.0"),
+    (["--temperature", "nan"], "--temperature must be a number > 0, got nan"),
+    (["--strategy", "top_k", "--top-k", "0"], "--top-k must be at least 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_bad_sampling_options_fail_before_the_model_loads(tmp_path, capsys, flags, phrase):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    # a model that does not exist: the option is refused first, in one line, without a traceback
+    assert main(["generate", "--model", str(tmp_path / "missing"), "--prompts", str(prompts), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rlhfkit: error: ") and phrase in err, err

@@ -92,6 +92,31 @@ def test_ipo_pulls_h_to_one_over_two_tau():
     assert policy_chosen.grad.item() == pytest.approx(-4.0)
 
 
+def test_ipo_on_per_token_averaged_log_ratios():
+    # REFERENCES.md, IPO: h on log-ratios averaged per completion token (each side by its own count).
+    # chosen: log π = −6, log π_ref = −9 over 3 tokens → summed ratio +3, averaged +1;
+    # rejected: log π = −8, log π_ref = −4 over 4 tokens → summed −4, averaged −1.
+    # averaged h = 1 − (−1) = 2; summed h = 3 − (−4) = 7. τ = 0.25 → target 1/(2τ) = 2.
+    pc, pr, rc, rr = _t(-6.0), _t(-8.0), _t(-9.0), _t(-4.0)
+    mean, stats = ipo_loss(pc, pr, rc, rr, tau=0.25, beta=0.5, chosen_tokens=_t(3.0), rejected_tokens=_t(4.0))
+    assert mean.item() == pytest.approx(0.0)  # (2 − 2)²
+    assert stats["rewards/margin"].item() == pytest.approx(1.0)  # β·h = 0.5 · 2, on the averages
+    summed, stats = ipo_loss(pc, pr, rc, rr, tau=0.25, beta=0.5)
+    assert summed.item() == pytest.approx(25.0)  # (7 − 2)²
+    assert stats["rewards/margin"].item() == pytest.approx(3.5)  # 0.5 · 7
+    # two pairs of different lengths: the second, log π = ref + 2 per token on 2 chosen tokens
+    # (sum 4 → mean 2) and the same as ref on 5 rejected ones → h = 2; loss ((2−2)² + (2−2)²)/2 = 0
+    loss, _ = ipo_loss(_t(-6.0, -1.0), _t(-8.0, -10.0), _t(-9.0, -5.0), _t(-4.0, -10.0), tau=0.25,
+                       chosen_tokens=_t(3.0, 2.0), rejected_tokens=_t(4.0, 5.0))
+    assert loss.item() == pytest.approx(0.0)
+    # ∂L/∂log π(y_w) = 2(h − target)·(1/n_w): at h = 3 (chosen log π = −3, mean ratio 2), 2·1/3
+    policy_chosen = _t(-3.0, grad=True)
+    ipo_loss(policy_chosen, pr, rc, rr, tau=0.25, chosen_tokens=_t(3.0), rejected_tokens=_t(4.0))[0].backward()
+    assert policy_chosen.grad.item() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="both"):
+        ipo_loss(pc, pr, rc, rr, chosen_tokens=_t(3.0))
+
+
 def test_kto_with_a_given_z0():
     # β = 0.1, z₀ = 0.5, both examples with r = z₀ + 10 ln 3, so β(r − z₀) = ln 3.
     # desirable (λ_D = 1): v = σ(ln 3) = 3/4, loss 1 − 3/4 = 0.25;

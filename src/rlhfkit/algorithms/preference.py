@@ -93,6 +93,8 @@ def ipo_loss(
     tau: float = 0.1,
     label: torch.Tensor | None = None,
     beta: float = 0.1,
+    chosen_tokens: torch.Tensor | None = None,
+    rejected_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IPO (Azar et al. 2023): L = (h − 1/(2τ))², averaged over the batch; h is β-free.
 
@@ -100,7 +102,19 @@ def ipo_loss(
     IPO's population loss; this equals μ·(h − 1/(2τ))² + (1 − μ)·(h + 1/(2τ))² up to a constant
     in h, so hard labels give the formula above and ties pull h to 0. `beta` only scales the
     logged implicit rewards.
+
+    `chosen_tokens`, `rejected_tokens` (B,): each completion's token count. When given, each
+    side's log-ratio is divided by its own count before h is formed — the per-token averaged form
+    that TRL uses after checking with the IPO authors, and that the paper's results correspond to
+    (REFERENCES.md, "Direct preference methods"); the logged rewards then use the averages too.
+    Without them h is on summed log-ratios, the formula as written.
     """
+    if (chosen_tokens is None) != (rejected_tokens is None):
+        raise ValueError("pass both chosen_tokens and rejected_tokens, or neither")
+    if chosen_tokens is not None:
+        policy_chosen_logps, ref_chosen_logps = policy_chosen_logps / chosen_tokens, ref_chosen_logps / chosen_tokens
+        policy_rejected_logps = policy_rejected_logps / rejected_tokens
+        ref_rejected_logps = ref_rejected_logps / rejected_tokens
     h, chosen_logratio, rejected_logratio = _log_ratio_difference(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
     )

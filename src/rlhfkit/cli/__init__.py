@@ -34,6 +34,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         "kind": args.kind,
         "valid_rows": len(result.records),
         "skipped_rows": len(result.skipped),
+        "unused_fields": result.unused_fields,
     }
     if args.json:
         report["skipped"] = [{"row": s.row, "field": s.field, "reason": s.reason} for s in result.skipped]
@@ -45,6 +46,9 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
             print(f"  skipped {s}")
         if len(result.skipped) > 20:
             print(f"  ... and {len(result.skipped) - 20} more")
+        if result.unused_fields:
+            print(f"  ignored fields ({args.kind} rows do not read them): "
+                  + ", ".join(f"'{name}' ({n} rows)" for name, n in result.unused_fields.items()))
     return 0
 
 

@@ -318,15 +318,19 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.importing import read_items
 
     cfg = config_from_args(ImportConfig, args)
-    items, skipped = read_items(cfg.file, None if cfg.task == "auto" else cfg.task, cfg.skip_invalid)
+    read = read_items(cfg.file, None if cfg.task == "auto" else cfg.task, cfg.skip_invalid)
     store = _open_store(cfg.db, must_exist=False)
-    added, present = store.add_items(items)
-    tasks = ", ".join(f"{task} {n}" for task, n in Counter(i.task for i in items).items())
-    print(f"[rlhfkit] {cfg.file}: {len(items)} items ({tasks}); {added} new, {present} already in {cfg.db}")
-    for s in skipped[:20]:
+    added, present = store.add_items(read.items)
+    tasks = ", ".join(f"{task} {n}" for task, n in Counter(i.task for i in read.items).items())
+    print(f"[rlhfkit] {cfg.file}: {len(read.items)} items ({tasks}); {added} new, {present} already in {cfg.db}")
+    if read.repeated:
+        shown = ", ".join(f"row {row} = row {first}" for row, first in read.repeated[:5])
+        more = f", and {len(read.repeated) - 5} more" if len(read.repeated) > 5 else ""
+        print(f"  {len(read.repeated)} rows repeat an earlier row of the file and were imported once ({shown}{more})")
+    for s in read.skipped[:20]:
         print(f"  skipped {s}")
-    if len(skipped) > 20:
-        print(f"  ... and {len(skipped) - 20} more")
+    if len(read.skipped) > 20:
+        print(f"  ... and {len(read.skipped) - 20} more")
     return 0
 
 

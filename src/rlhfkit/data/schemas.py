@@ -36,7 +36,9 @@ class RowError(ValueError):
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    # NaN is not "missing": a JSON `NaN` label must fail as a non-finite number, not become the
+    # default 1.0 (CSV blanks and Parquet / datasets nulls arrive as None).
+    return value is None
 
 
 def _text(row: dict, name: str, *, allow_empty: bool = False) -> str:
@@ -62,8 +64,10 @@ def _number(row: dict, name: str, *, required: bool = True, lo: float | None = N
         number = float(value)
     except (TypeError, ValueError):
         raise RowError(name, f"expected a number, got {value!r:.60}") from None
+    except OverflowError:  # an integer beyond the float range
+        raise RowError(name, f"must be finite, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(number):
-        raise RowError(name, f"must be finite, got {value!r}")
+        raise RowError(name, f"must be finite, got {value!r:.60}")
     if lo is not None and number < lo or hi is not None and number > hi:
         raise RowError(name, f"must lie in [{lo}, {hi}], got {number}")
     return number
@@ -76,7 +80,7 @@ def _text_list(row: dict, name: str, *, min_len: int) -> tuple[str, ...]:
     if isinstance(value, str):  # CSV cells hold lists as JSON text
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise RowError(name, "expected a list of texts (JSON list in CSV cells)") from None
     if hasattr(value, "tolist"):  # numpy / arrow arrays
         value = value.tolist()
@@ -101,7 +105,7 @@ def parse_sft(row: dict) -> SFTRecord:
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise RowError("messages", "expected a list of {role, content} (JSON in CSV cells)") from None
         if hasattr(raw, "tolist"):
             raw = raw.tolist()
@@ -117,6 +121,8 @@ def parse_sft(row: dict) -> SFTRecord:
             content = m.get("content")
             if not isinstance(content, str):
                 raise RowError(f"messages[{i}].content", "expected text")
+            if role == "assistant" and i == len(raw) - 1 and not content.strip():
+                raise RowError(f"messages[{i}].content", "empty text (the demonstration to learn)")
             messages.append(Message(role, content))
         if messages[-1].role != "assistant":
             raise RowError("messages", "the last message must be the assistant's (the demonstration)")
@@ -175,6 +181,17 @@ def parse_rewrite(row: dict) -> RewriteRecord:
         raise RowError("rewrite", "identical to 'original' (a rewrite must change the response)")
     return record
 
+
+FIELDS: dict[str, frozenset[str] | None] = {
+    "prompt": None,  # every other column is kept as the prompt's metadata
+    "sft": frozenset({"prompt", "completion", "messages"}),
+    "pairwise": frozenset({"prompt", "chosen", "rejected", "label", "margin"}),
+    "ranking": frozenset({"prompt", "responses"}),
+    "rating": frozenset({"prompt", "response", "rating"}),
+    "thumbs": frozenset({"prompt", "response", "thumbs_up"}),
+    "rewrite": frozenset({"prompt", "original", "rewrite"}),
+}
+"""The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 
 KINDS: dict[str, Callable[[dict], Any]] = {
     "prompt": parse_prompt,

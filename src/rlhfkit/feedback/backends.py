@@ -24,6 +24,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -60,6 +61,31 @@ def _log1m(mass: float) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Local causal LM
+
+
+@contextmanager
+def _fp32_output_head(model):
+    """Within this context the model's output head (hidden state -> vocabulary logits) computes in
+    float32 from its (possibly bf16) input, outside autocast; whatever the model does with the
+    logits afterwards (soft-capping, scaling) then also runs in float32."""
+    import torch
+    import torch.nn.functional as F
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        yield
+        return
+
+    def fp32_logits(module, args, output):
+        with torch.autocast(args[0].device.type, enabled=False):
+            bias = None if module.bias is None else module.bias.float()
+            return F.linear(args[0].float(), module.weight.float(), bias)  # (B, T, V) float32
+
+    handle = head.register_forward_hook(fp32_logits)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class LocalJudge:
@@ -137,14 +163,18 @@ class LocalJudge:
         return ids.to(self.device), mask.to(self.device)
 
     def _last_logprobs(self, sequences: list[list[int]]):
-        """log-softmax of the next-token logits after each sequence: (B, V) float32."""
+        """log-softmax of the next-token logits after each sequence: (B, V) float32.
+
+        The output head and the softmax run in float32 even when the model runs in bf16: bf16
+        logits of magnitude ~16 are spaced 0.125 apart, so the "1"/"2" log-odds of different
+        pairs would collapse onto the same few values (σ(−0.25) for many pairs)."""
         import torch
 
         from rlhfkit.models.loading import autocast_context
 
         ids, mask = self._left_pad(sequences)  # (B, P)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad(), autocast_context(self.device, self.compute_dtype):
+        with torch.no_grad(), autocast_context(self.device, self.compute_dtype), _fp32_output_head(self.model):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # (B, V)
 

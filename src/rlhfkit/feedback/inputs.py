@@ -14,7 +14,9 @@ from rlhfkit.feedback.labeler import Pair
 def _rows(path: str | Path, parse, skip_invalid: bool, limit: int = 0):
     """(parsed values, skipped rows) with the loaders' conventions for bad rows."""
     values, skipped = [], []
+    rows = 0
     for rowno, row in iter_rows(path):
+        rows += 1
         try:
             if isinstance(row, RowError):
                 raise row
@@ -26,6 +28,8 @@ def _rows(path: str | Path, parse, skip_invalid: bool, limit: int = 0):
             if not skip_invalid:
                 raise DataError(f"{s} (use --skip-invalid to skip bad rows)") from None
             skipped.append(s)
+    if not rows:
+        raise DataError(f"{path}: empty file (no rows)")
     return values, skipped
 
 

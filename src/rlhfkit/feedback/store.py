@@ -138,6 +138,10 @@ class NewItem:
             raise StoreError(f"a {self.task} item needs {want} responses, got {len(self.responses)}")
         if any(not isinstance(r, str) or not r.strip() for r in self.responses):
             raise StoreError("every response must be non-empty text")
+        if len(set(self.responses)) < len(self.responses):
+            first = next(i for i, r in enumerate(self.responses) if self.responses.count(r) > 1)
+            again = self.responses.index(self.responses[first], first + 1)
+            raise StoreError(f"responses {first + 1} and {again + 1} are the same text (nothing to compare)")
 
     def dedup_key(self) -> str:
         return hashlib.sha256(json.dumps([self.task, self.prompt, list(self.responses)]).encode()).hexdigest()

@@ -272,3 +272,20 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
             raise ConfigError("--policy best_of_n needs --reward (vader, task:NAME, a saved reward-model folder, or a mix)")
         if self.n < 1:
             raise ConfigError("--n must be at least 1")
+        self._check_sampling()
+
+    def _check_sampling(self):
+        """The sampler's own checks, made here so that they fail before the model loads."""
+        if not 0.0 < self.temperature < float("inf"):
+            raise ConfigError(f"--temperature must be a number > 0, got {self.temperature} "
+                              "(for argmax decoding use --strategy greedy)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"--top-p must lie in (0, 1], got {self.top_p}")
+        if self.strategy == "top_p" and self.top_p == 1.0:
+            raise ConfigError("--strategy top_p needs --top-p below 1 (1 keeps every token: use --strategy sample)")
+        if self.top_k < 0 or (self.strategy == "top_k" and self.top_k == 0):
+            raise ConfigError(f"--top-k must be at least 1 with --strategy top_k (and never negative), got {self.top_k}")
+        if self.num_beams < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("--num-beams, --max-new-tokens and --batch-size must be at least 1")
+        if self.limit < 0:
+            raise ConfigError("--limit must be >= 0 (0: all prompts)")

@@ -316,6 +316,8 @@ class DPOConfig(OfflineTrainOptions):
     """β of DPO and KTO; also scales the logged implicit reward β·log(π/π_ref) for every loss"""
     tau: float = 0.1
     """τ of IPO: the loss pulls the log-ratio difference h towards 1/(2τ)"""
+    ipo_logratio: Literal["mean", "sum"] = "mean"
+    """IPO's log-ratios per completion: mean = averaged over its tokens (as TRL, checked with the IPO authors); sum = summed, the paper's formula as written"""
     desirable_weight: float = 1.0
     """KTO λ_D, weight of desirable examples"""
     undesirable_weight: float = 1.0

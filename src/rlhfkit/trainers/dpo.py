@@ -51,7 +51,8 @@ from rlhfkit.trainers.config import DPOConfig
 from rlhfkit.trainers.sft import CHAT
 from rlhfkit.types import PairwiseRecord, ThumbsRecord
 
-# One function per pairwise variant, chosen once when the trainer is built.
+# One function per pairwise variant, chosen once when the trainer is built. IPO with
+# ipo_logratio "mean" is also given each completion's token count (see `_token_counts`).
 PAIR_LOSSES: dict[str, Callable[[DPOConfig], Callable]] = {
     "dpo": lambda cfg: partial(dpo_loss, beta=cfg.beta),
     "ipo": lambda cfg: partial(ipo_loss, tau=cfg.tau, beta=cfg.beta),
@@ -97,6 +98,8 @@ class DPOTrainer:
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
         if config.loss in PAIR_LOSSES:
             self.pair_loss = PAIR_LOSSES[config.loss](config)
+            per_token = config.loss == "ipo" and config.ipo_logratio == "mean"
+            self._pair_loss_extra = self._token_counts if per_token else (lambda items: {})
             self._micro_loss, self._batch_context = self._pair_micro_loss, self._no_context
         else:
             self._micro_loss, self._batch_context = self._kto_micro_loss, self._kto_z0
@@ -186,11 +189,20 @@ class DPOTrainer:
         ref = self._ref_table(items)
         return logps[:b], logps[b:], ref[:, 0], ref[:, 1]
 
+    def _token_counts(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
+        """Token counts (B,) of the chosen and rejected completions (EOS included)."""
+        def count(ids):
+            return torch.tensor(ids, dtype=torch.float32, device=self.device)
+        return {"chosen_tokens": count([len(it.example.chosen_ids) for it in items]),
+                "rejected_tokens": count([len(it.example.rejected_ids) for it in items])}
+
     def _pair_micro_loss(self, items: Sequence[Item], context: None,
                          loss_fn: Callable | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         policy_chosen, policy_rejected, ref_chosen, ref_rejected = self._pair_logps(items)
         label = torch.tensor([it.example.label for it in items], dtype=torch.float32, device=self.device)
-        loss, stats = (loss_fn or self.pair_loss)(policy_chosen, policy_rejected, ref_chosen, ref_rejected, label=label)
+        extra = {} if loss_fn is not None else self._pair_loss_extra(items)
+        loss, stats = (loss_fn or self.pair_loss)(policy_chosen, policy_rejected, ref_chosen, ref_rejected, label=label,
+                                                  **extra)
         with torch.no_grad():
             stats["logps/chosen"] = policy_chosen.mean()
             stats["logps/rejected"] = policy_rejected.mean()
