@@ -20,7 +20,9 @@ import torch
 
 from rlhfkit.algorithms import concordance
 from rlhfkit.evaluation.policy_eval import sample_policy, sequence_kl
+from rlhfkit.evaluation.report import write_report
 from rlhfkit.evaluation.stats import mean_ci, paired_mean_ci
+from rlhfkit.evaluation.winrate import format_win_rate_line, score_win_rate
 from rlhfkit.models import (
     add_lora,
     load_policy,
@@ -196,8 +198,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "total_seconds": round(sum(timer.seconds.values()), 2),
         "gold_improved": evaluation["gold"]["improvement"]["ci_low"] > 0,
     }
+    summary["win_rate"] = score_win_rate(expanded, final_text, base_text, scores["gold"][1], scores["gold"][0],
+                                         "final", "base", "gold", seed=cfg.seed)
     run.write_summary(summary)
     print_summary(summary, run.path, list(zip(expanded, base_text, final_text, *scores["gold"]))[:: max(1, k)][:4])
+    print(format_win_rate_line(summary["win_rate"]))
+    write_report(run.path)
     return summary
 
 
