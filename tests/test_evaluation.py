@@ -13,8 +13,12 @@ from rlhfkit.evaluation.leaderboard import (
     load_battles,
     schedule_pairs,
 )
-from rlhfkit.evaluation.winrate import length_features, pair_by_prompt, preference_from_scores, win_rate
-
+from rlhfkit.evaluation.winrate import (
+    length_features,
+    pair_by_prompt,
+    preference_from_scores,
+    win_rate,
+)
 
 # ---------------------------------------------------------------------------------------------
 # win rate

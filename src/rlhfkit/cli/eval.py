@@ -17,7 +17,12 @@ a session:
 
 def register(subparsers) -> None:
     from rlhfkit.config import add_config_command
-    from rlhfkit.pipelines.eval_config import EvalSampleConfig, LeaderboardConfig, MetricsConfig, WinrateConfig
+    from rlhfkit.pipelines.eval_config import (
+        EvalSampleConfig,
+        LeaderboardConfig,
+        MetricsConfig,
+        WinrateConfig,
+    )
 
     p = subparsers.add_parser(
         "eval", help="evaluate policies: samples, win rates, leaderboards, text metrics",

@@ -14,9 +14,13 @@ from pathlib import Path
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.schemas import DataError
-from rlhfkit.pipelines.eval_config import EvalSampleConfig, LeaderboardConfig, MetricsConfig, WinrateConfig
+from rlhfkit.pipelines.eval_config import (
+    EvalSampleConfig,
+    LeaderboardConfig,
+    MetricsConfig,
+    WinrateConfig,
+)
 from rlhfkit.pipelines.run_dir import write_json_atomic
-
 
 # ---------------------------------------------------------------------------------------------
 # sample files
@@ -329,7 +333,11 @@ def judge_battles(judge, prompts: list[str], responses: dict[str, list[str]], sc
 
 def run_leaderboard(cfg: LeaderboardConfig) -> dict:
     from rlhfkit.data.loaders import write_jsonl
-    from rlhfkit.evaluation.leaderboard import format_leaderboard, leaderboard, load_battles
+    from rlhfkit.evaluation.leaderboard import (
+        format_leaderboard,
+        leaderboard,
+        load_battles,
+    )
 
     if cfg.battles:
         battles = load_battles(cfg.battles)
