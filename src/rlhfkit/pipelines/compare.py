@@ -16,6 +16,9 @@ import torch
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.evaluation.tables import compare_table
+from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
+from rlhfkit.evaluation.report import write_report
+from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
@@ -75,6 +78,7 @@ def run_compare(cfg: CompareConfig) -> dict:
     eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
     scorers = {"gold": task.gold}
     rows = []
+    texts_by_method: dict[str, list[str]] = {}
 
     def evaluate(name, policy, tokenizer, seconds, samples, has_adapter=True):
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -84,6 +88,7 @@ def run_compare(cfg: CompareConfig) -> dict:
         kl = sequence_kl(policy, rollouts, dtype) if has_adapter else [0.0]
         row = {"method": name, **metrics, "kl_to_reference": sum(kl) / len(kl), "train_samples": samples, "seconds": round(seconds, 1)}
         rows.append(row)
+        texts_by_method[name] = texts
         run.log_samples([{"method": name, "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
         run.log_metrics({"stage": "compare", **row})
         print(f"[rlhfkit] {name}: gold {metrics['gold']['mean']:+.3f}, KL {row['kl_to_reference']:.2f}, {seconds:.0f}s")
@@ -107,13 +112,20 @@ def run_compare(cfg: CompareConfig) -> dict:
                    "kl_is_bound": True, "train_samples": 0, "inference_samples_per_query": cfg.best_of_n,
                    "seconds": round(time.perf_counter() - start, 1)}
             rows.append(row)
+            texts_by_method[row["method"]] = texts
             run.log_samples([{"method": row["method"], "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
     summary = {"task": task.name, "policy": cfg.policy, "sample_budget": cfg.sample_budget, "eval_prompts": len(eval_prompts),
-               "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows}
+               "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows,
+               **gold_rankings(eval_prompts, texts_by_method, task.gold, cfg.seed)}
     run.write_summary(summary)
     print()
     print(compare_table(rows))
+    print()
+    print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
+    if summary["leaderboard"]:
+        print(format_leaderboard(summary["leaderboard"]))
     print(f"\nrun folder: {run.path}")
+    write_report(run.path)
     return summary
 
 

@@ -6,6 +6,7 @@ import time
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import iter_rows
+from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import load_policy
 from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
 from rlhfkit.pipelines.run_dir import RunDir
@@ -62,4 +63,5 @@ def run_dpo(cfg: DPOConfig) -> dict:
             print(f"[rlhfkit] held-out KTO loss {b['loss']:.3f} → {a['loss']:.3f}, "
                   f"reward margin {b['rewards/margin']:+.3f} → {a['rewards/margin']:+.3f}")
     print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
+    write_report(run.path)
     return summary

@@ -29,6 +29,8 @@ from rlhfkit.evaluation.policy_eval import (
 from rlhfkit.evaluation.reward_eval import gold_order_accuracy
 from rlhfkit.evaluation.tables import quickstart_table
 from rlhfkit.feedback.simulated import simulated_human_labels
+from rlhfkit.evaluation.report import write_report
+from rlhfkit.evaluation.winrate import format_win_rate_line, score_win_rate
 from rlhfkit.models import (
     add_lora,
     load_policy,
@@ -104,7 +106,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     with q.timer("PPO"):
         policy, trainer, history = _ppo(q, policy, tokenizer, rm)
     with q.timer("evaluate"):
-        evaluation, examples, n_eval_prompts = _evaluate(q, policy, tokenizer, rm)
+        evaluation, examples, n_eval_prompts, win_rate = _evaluate(q, policy, tokenizer, rm)
     summary = {
         "task": q.task.name, "policy": cfg.policy, "reward_backbone": cfg.reward_backbone,
         "device": str(device), "precision": str(q.dtype).replace("torch.", ""),
@@ -116,9 +118,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "stage_seconds": q.timer.seconds,
         "total_seconds": round(sum(q.timer.seconds.values()), 2),
         "gold_improved": evaluation["gold"]["improvement"]["ci_low"] > 0,
+        "win_rate": win_rate,
     }
     run.write_summary(summary)
     print(quickstart_table(summary, run.path, examples))
+    print(format_win_rate_line(summary["win_rate"]))
+    write_report(run.path)
     return summary
 
 
@@ -197,4 +202,6 @@ def _evaluate(q: _Run, policy, tokenizer, rm):
         for p, bt, ft, gb, gf, pb, pf in zip(expanded, base_text, final_text, *scores["gold"], *scores["proxy"])
     ])
     examples = list(zip(expanded, base_text, final_text, *scores["gold"]))[:: max(1, k)][:4]
-    return evaluation, examples, len(expanded) // k
+    win_rate = score_win_rate(expanded, final_text, base_text, scores["gold"][1], scores["gold"][0],
+                              "final", "base", "gold", seed=cfg.seed)
+    return evaluation, examples, len(expanded) // k, win_rate

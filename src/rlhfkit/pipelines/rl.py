@@ -10,6 +10,7 @@ import torch
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.evaluation.tables import before_after_table
+from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
@@ -91,10 +92,11 @@ def run_rl(cfg: RLRunConfig) -> dict:
     gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
                       generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
+    base_texts: list[str] = []
     if eval_prompts and trainer.step_count == 0:
         with reference_forward(policy, reference) as base:
-            texts, _ = sample_policy(base, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
-        summary["before"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
+            base_texts, _ = sample_policy(base, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+        summary["before"] = evaluate_samples(eval_prompts, base_texts, scorers, cfg.seed)
     start = time.perf_counter()
     history = trainer.train(train_prompts, checkpoint_dir=run.checkpoints, checkpoint_every=cfg.checkpoint_every)
     summary["train_seconds"] = round(time.perf_counter() - start, 2)
@@ -104,11 +106,13 @@ def run_rl(cfg: RLRunConfig) -> dict:
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
         summary["after"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
         summary["after"]["kl_to_reference"] = sum(sequence_kl(policy, rollouts, dtype, reference)) / len(texts)
-        run.log_samples([{"prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
+        run.log_samples([{"prompt": p, "response": r, **({"base": b} if b is not None else {})}
+                         for p, r, b in zip(eval_prompts, texts, base_texts or [None] * len(texts))])
     summary["steps"] = trainer.step_count
     summary["last_step"] = history[-1] if history else None
     run.write_summary(summary)
     print(before_after_table(summary, run.path))
+    write_report(run.path)
     return summary
 
 

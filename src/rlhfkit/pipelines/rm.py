@@ -12,6 +12,7 @@ import torch
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import iter_rows, load_records
 from rlhfkit.data.schemas import DataError, RowError
+from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import load_reward_model, resolve_device
 from rlhfkit.models.heads import RewardEnsemble, RewardModel
 from rlhfkit.pipelines.run_dir import RunDir
@@ -147,4 +148,5 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
         "seconds": round(time.perf_counter() - started, 2),
     }
     run.write_summary(summary)
+    write_report(run.path)
     return summary

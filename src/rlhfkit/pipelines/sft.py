@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rlhfkit.evaluation.report import write_report
 from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.common import save_final
@@ -39,4 +40,5 @@ def run_sft(cfg: SFTConfig) -> dict:
         line += f"; eval loss {b['loss']:.3f} → {a['loss']:.3f}, perplexity {b['perplexity']:.2f} → {a['perplexity']:.2f}"
     print(line)
     print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
+    write_report(run.path)
     return summary
