@@ -46,14 +46,14 @@ def test_sample_winrate_leaderboard_metrics_and_report(tmp_path, models, prompts
 
     assert main(["eval", "winrate", "--run-dir", str(run), "--a", "best_of_4", "--b", "llama", "--judge", "vader",
                  "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after the "report: ..." line
+    result = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone
     assert {"win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "n", "lc_win_rate"} <= set(result)
     assert result["n"] == 8 and result["wins"] + result["ties"] + result["losses"] == 8
     assert result["win_rate"] == pytest.approx((result["wins"] + 0.5 * result["ties"]) / 8)
     assert result["ci_low"] <= result["win_rate"] <= result["ci_high"]
 
     assert main(["eval", "leaderboard", "--run-dir", str(run), "--judge", "vader", "--bootstrap", "50", "--json"]) == 0
-    board = json.loads(capsys.readouterr().out.split("\n", 2)[2])
+    board = json.loads(capsys.readouterr().out)
     assert set(board["ratings"]) == {"llama", "gpt2", "best_of_4"} and set(board["elo"]) == set(board["ratings"])
     assert sum(r["rating"] for r in board["ratings"].values()) / 3 == pytest.approx(1000)
     assert all(r["battles"] == 16 for r in board["ratings"].values())  # 2 opponents × 8 aligned samples
@@ -65,8 +65,7 @@ def test_sample_winrate_leaderboard_metrics_and_report(tmp_path, models, prompts
                             for p in ["the movie was", "i loved it", "the ending is", "what a"]))
     assert main(["eval", "metrics", "--run-dir", str(run), "--samples", "llama", "--references", str(refs),
                  "--reference-model", models[0], "--task", "sentiment", "--json", "--precision", "fp32"]) == 0
-    out = capsys.readouterr().out
-    metrics = json.loads(out[out.index("{"):])
+    metrics = json.loads(capsys.readouterr().out)
     for key in ("bleu", "rouge1", "rouge2", "rougeL", "distinct_1", "distinct_2", "distinct_3", "self_bleu",
                 "words_mean", "perplexity", "token_entropy_nats", "gold"):
         assert key in metrics, key

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PLOT_GROUPS: list[tuple[str, Any]] = [
     ("Reward: score (proxy) and gold per component", lambda k: k.startswith("reward/") and not k.endswith("_std")),
@@ -430,12 +431,14 @@ def build_report(run_dir: str | Path) -> Path:
     return out
 
 
-def write_report(run_dir: str | Path) -> Path | None:
-    """`build_report` at the end of a run: a report that cannot be built is a warning, not a failed run."""
+def write_report(run_dir: str | Path, echo: Callable[[str], None] | None = None) -> Path | None:
+    """`build_report` at the end of a run: a report that cannot be built is a warning, not a failed
+    run. `echo` gets the one status line (default: stderr, so that a command's --json stdout stays JSON)."""
+    say = echo or (lambda line: print(line, file=sys.stderr))
     try:
         out = build_report(run_dir)
     except Exception as err:  # noqa: BLE001 - the run itself succeeded; say why the report did not
-        print(f"[rlhfkit] warning: report.html not written: {type(err).__name__}: {err}")
+        say(f"[rlhfkit] warning: report.html not written: {type(err).__name__}: {err}")
         return None
-    print(f"[rlhfkit] report: {out}")
+    say(f"[rlhfkit] report: {out}")
     return out

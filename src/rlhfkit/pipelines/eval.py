@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -350,7 +351,8 @@ def run_leaderboard(cfg: LeaderboardConfig) -> dict:
         prompts, responses = _aligned_samples(cfg.run_dir, names)
         start = time.perf_counter()
         battles = judge_battles(make_judge(cfg), prompts, responses, cfg.schedule, cfg.pairs_per_prompt, cfg.seed)
-        print(f"[rlhfkit] {len(battles)} battles judged by {cfg.judge} in {time.perf_counter() - start:.1f}s")
+        print(f"[rlhfkit] {len(battles)} battles judged by {cfg.judge} in {time.perf_counter() - start:.1f}s",
+              file=sys.stderr)  # stdout: the result only (--json)
         write_jsonl(Path(cfg.run_dir) / "battles.jsonl", battles)
         source = f"{cfg.run_dir} ({cfg.judge})"
     board = leaderboard(battles, n_resamples=cfg.bootstrap, seed=cfg.seed, elo_k=cfg.elo_k)

@@ -148,5 +148,5 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
         "seconds": round(time.perf_counter() - started, 2),
     }
     run.write_summary(summary)
-    write_report(run.path)
+    write_report(run.path, echo)
     return summary
