@@ -31,6 +31,12 @@ from rlhfkit.pipelines.config import (
     RLRunConfig,
     RMConfig,
 )
+from rlhfkit.pipelines.eval_config import (  # noqa: E402
+    EvalSampleConfig,
+    LeaderboardConfig,
+    MetricsConfig,
+    WinrateConfig,
+)
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, SFTConfig
 
@@ -39,6 +45,8 @@ COMMANDS = {
     ("compare",): CompareConfig, ("quickstart",): QuickstartConfig, ("generate",): GenerationConfig,
     ("label",): LabelConfig, ("feedback", "serve"): ServeConfig, ("feedback", "import"): ImportConfig,
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,
+    ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
+    ("eval", "metrics"): MetricsConfig,
 }
 POSITIONAL = {ImportConfig: {"file"}}  # `feedback import FILE`
 
@@ -77,7 +85,7 @@ def test_every_command_help_shows_every_field_doc(args, capsys, monkeypatch):
         assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
         assert "{" not in docs[f.name], docs[f.name]  # every help_terms placeholder filled
         flag = "--" + f.name.replace("_", "-")
-        assert flag in actions[f.name].option_strings and actions[f.name].help.startswith(docs[f.name] + " (default")
+        assert flag in actions[f.name].option_strings and actions[f.name].help.replace("%%", "%").startswith(docs[f.name] + " (default")
         assert f"{flag}" in out and docs[f.name] in out, flag
 
 

@@ -276,9 +276,12 @@ def test_real_cli_process_never_prints_a_traceback(tmp_path):
 
 
 def test_commands_check_their_files_before_loading_a_model(tmp_path, capsys):
-    """A model path that does not exist: had any of these loaded the model first, the error would
-    name the model, not the data file."""
-    nowhere = str(tmp_path / "no-such-model")
+    """A model folder that holds no model: had any of these loaded the model first, the error would
+    name the model, not the data file (the path itself exists, so the up-front path check passes)."""
+    nowhere = tmp_path / "empty-model-folder"
+    nowhere.mkdir()
+    (nowhere / "config.json").write_text('{"model_type": "no-such-architecture"}')  # unloadable
+    nowhere = str(nowhere)
     runs = tmp_path / "runs"
     pair = {"prompt": "p", "chosen": "a", "rejected": "b"}
     commands = {  # command line, (good row, bad row), the field named

@@ -12,6 +12,7 @@ import json
 import sys
 
 from rlhfkit.config import ConfigError, add_config_command
+from rlhfkit.data.loaders import load_records
 from rlhfkit.data.schemas import KINDS, DataError
 from rlhfkit.pipelines.config import GenerationConfig, QuickstartConfig
 
@@ -28,8 +29,6 @@ COMMAND_MODULES = [
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
-    from rlhfkit.data.loaders import load_records
-
     result = load_records(args.file, args.kind, skip_invalid=args.skip_invalid, split=args.split)
     report = {
         "file": str(args.file),

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from rlhfkit.config import add_config_command
+from rlhfkit.pipelines.eval_config import (
+    EvalSampleConfig,
+    LeaderboardConfig,
+    MetricsConfig,
+    WinrateConfig,
+)
+
 EVAL_EPILOG = """\
 a session:
   rlhfkit eval sample --policies base=smollm2-135m-instruct,ppo=runs/quickstart,best_of_n:smollm2-135m-instruct:8:gold
@@ -16,14 +24,6 @@ a session:
 
 
 def register(subparsers) -> None:
-    from rlhfkit.config import add_config_command
-    from rlhfkit.pipelines.eval_config import (
-        EvalSampleConfig,
-        LeaderboardConfig,
-        MetricsConfig,
-        WinrateConfig,
-    )
-
     p = subparsers.add_parser(
         "eval", help="evaluate policies: samples, win rates, leaderboards, text metrics",
         description="Sample policies once into an eval run folder, then judge them: win rates with paired-bootstrap "

@@ -8,6 +8,21 @@ from __future__ import annotations
 
 import argparse
 
+from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
+from rlhfkit.data.loaders import write_jsonl
+from rlhfkit.data.schemas import DataError
+from rlhfkit.feedback.config import (
+    ExportConfig,
+    ImportConfig,
+    LabelConfig,
+    ServeConfig,
+)
+from rlhfkit.feedback.importing import read_items
+from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
+from rlhfkit.feedback.labels import EXPORT_KIND
+from rlhfkit.feedback.server import serve
+from rlhfkit.feedback.store import FeedbackStore, StoreError
+
 LABEL_EPILOG = """\
 examples:
   rlhfkit label --pairs pairs.jsonl --debias swap                 # soft labels from the embedded judge
@@ -32,14 +47,6 @@ a session:
 
 def register(subparsers) -> None:
     """Add `label` and `feedback` (serve, add-annotator, import, export, stats) to `rlhfkit`."""
-    from rlhfkit.config import add_config_arguments
-    from rlhfkit.feedback.config import (
-        ExportConfig,
-        ImportConfig,
-        LabelConfig,
-        ServeConfig,
-    )
-
     label = subparsers.add_parser(
         "label",
         help="AI labeler (RLAIF): soft preference labels from a judge LM, with position debiasing, CoT, self-consistency",
@@ -113,6 +120,7 @@ def _cache_path(spec: str):
     if spec == "off":
         return None
     if spec == "auto":
+        # imported when the command runs: `rlhfkit --help` must not load torch
         from rlhfkit.models.loading import cache_dir
 
         return cache_dir() / "judgements.sqlite"
@@ -140,8 +148,13 @@ def _label_rows(run) -> list[dict]:
 
 
 def _label_pairwise(cfg, judge, items, template, report: dict, quiet: bool) -> None:
-    from rlhfkit.data.loaders import write_jsonl
-    from rlhfkit.feedback.labeler import LabelPlan, format_table, label_pairs, randomise_order
+    # imported when the command runs: `rlhfkit --help` must not load torch
+    from rlhfkit.feedback.labeler import (
+        LabelPlan,
+        format_table,
+        label_pairs,
+        randomise_order,
+    )
 
     pairs = randomise_order(items, cfg.seed)
     gold = [p.gold for p in pairs if p.gold is not None]
@@ -166,7 +179,7 @@ def _label_pairwise(cfg, judge, items, template, report: dict, quiet: bool) -> N
 def _load_judge(cfg):
     import os
 
-    from rlhfkit.config import ConfigError
+    # imported when the command runs: `rlhfkit --help` must not load torch
     from rlhfkit.feedback.backends import load_judge
     from rlhfkit.models.loading import ModelNotFoundError
 
@@ -186,18 +199,16 @@ def _cmd_label(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from rlhfkit.config import ConfigError, config_from_args
-    from rlhfkit.data.loaders import write_jsonl
+    # imported when the command runs: `rlhfkit --help` must not load torch
     from rlhfkit.feedback.backends import CachedJudge, JudgeError
-    from rlhfkit.feedback.config import LabelConfig
     from rlhfkit.feedback.inputs import read_examples, read_pairs, read_responses
-    from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
     from rlhfkit.feedback.labeler import rating_labels
 
     cfg = config_from_args(LabelConfig, args)
     if os.path.exists(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"{cfg.output} exists; pick another --output or pass --overwrite to replace it")
     if not cfg.judge.startswith(("http://", "https://")):
+        # imported when the command runs: `rlhfkit --help` must not load torch
         from rlhfkit.models import resolve_device
 
         resolve_device(cfg.device)  # an unavailable device fails before the pairs are read
@@ -257,9 +268,6 @@ def _cmd_label(args: argparse.Namespace) -> int:
 def _open_store(path: str, must_exist: bool):
     from pathlib import Path
 
-    from rlhfkit.data.schemas import DataError
-    from rlhfkit.feedback.store import FeedbackStore, StoreError
-
     if must_exist and not Path(path).is_file():
         raise DataError(f"{path}: no such feedback database (create it with `rlhfkit feedback import FILE --db {path}`)")
     try:
@@ -269,10 +277,6 @@ def _open_store(path: str, must_exist: bool):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from rlhfkit.config import ConfigError, config_from_args
-    from rlhfkit.feedback.config import ServeConfig
-    from rlhfkit.feedback.server import serve
-
     cfg = config_from_args(ServeConfig, args)
     store = _open_store(cfg.db, must_exist=False)
     overlap = cfg.overlap or store.get_overlap()
@@ -296,9 +300,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_annotator(args: argparse.Namespace) -> int:
-    from rlhfkit.config import ConfigError
-    from rlhfkit.feedback.store import StoreError
-
     store = _open_store(args.db, must_exist=False)
     try:
         token = store.rotate_token(args.name) if args.rotate else store.add_annotator(args.name, admin=args.admin)
@@ -312,10 +313,6 @@ def _cmd_add_annotator(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from collections import Counter
-
-    from rlhfkit.config import config_from_args
-    from rlhfkit.feedback.config import ImportConfig
-    from rlhfkit.feedback.importing import read_items
 
     cfg = config_from_args(ImportConfig, args)
     read = read_items(cfg.file, None if cfg.task == "auto" else cfg.task, cfg.skip_invalid)
@@ -336,8 +333,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _nothing_to_export(store, cfg, report: dict) -> str:
     """Why an export found no rows, and what to do about it."""
-    from rlhfkit.feedback.labels import EXPORT_KIND
-
     head = f"{cfg.db}: no {cfg.kind} rows to export"
     if report["labels"]:
         return (f"{head}: all {report['labels']} {cfg.kind} labels are without a preference "
@@ -354,12 +349,6 @@ def _nothing_to_export(store, cfg, report: dict) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from rlhfkit.config import ConfigError, config_from_args
-    from rlhfkit.data.loaders import write_jsonl
-    from rlhfkit.data.schemas import DataError
-    from rlhfkit.feedback.config import ExportConfig
-    from rlhfkit.feedback.store import StoreError
-
     cfg = config_from_args(ExportConfig, args)
     store = _open_store(cfg.db, must_exist=True)
     try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from rlhfkit.evaluation.report import build_report
+
 
 def _cmd_report(args) -> int:
-    from rlhfkit.evaluation.report import build_report
-
     for folder in args.run_dir:
         print(f"[rlhfkit] report: {build_report(folder)}")
     return 0

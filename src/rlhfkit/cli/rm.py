@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from rlhfkit.config import add_config_arguments, config_from_args
+from rlhfkit.pipelines.config import RMConfig
+
 DATA_FORMATS = """\
 row fields per --kind (JSONL shown; CSV/Parquet/saved datasets use the same columns):
   pairwise  {"prompt": P, "chosen": A, "rejected": B, "label": 1.0, "margin": 0.0}
@@ -30,9 +33,6 @@ rlhfkit.models.load_reward_model, or pass it as --reward to `rlhfkit generate`).
 
 def register(subparsers) -> None:
     """Add `rm` to the top-level `rlhfkit` subparsers."""
-    from rlhfkit.config import add_config_arguments
-    from rlhfkit.pipelines.config import RMConfig
-
     parser = subparsers.add_parser(
         "rm",
         help="train a reward model from pairwise, ranking, rating, thumbs or rewrite feedback",
@@ -51,10 +51,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from rlhfkit.config import config_from_args
-    from rlhfkit.pipelines.config import RMConfig
-
     cfg = config_from_args(RMConfig, args)
+    # imported when the command runs: `rlhfkit --help` must not load torch
     from rlhfkit.pipelines.rm import run_reward_training
 
     echo = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout: JSON only

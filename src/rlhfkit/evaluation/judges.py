@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.winrate import preference_from_scores
+from rlhfkit.feedback.backends import load_judge
+from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
+from rlhfkit.feedback.labeler import LabelPlan, Pair, judge_reward, label_pairs
+from rlhfkit.rewards.spec import build_reward
+from rlhfkit.tasks.registry import task_gold_scorer
 
 
 class Judge(Protocol):
@@ -50,16 +56,12 @@ class AIJudge:
     """A judge LM (`feedback.backends`) comparing both orders; P(A ≻ B) is the debiased soft label."""
 
     def __init__(self, backend, template=None, name: str = "ai"):
-        from rlhfkit.feedback.judge import JudgeTemplate
-
         self.backend = backend
         self.template = template or JudgeTemplate()
         self.name = name
         self.last_same_position_rate: float | None = None
 
     def prefer(self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[float]:
-        from rlhfkit.feedback.labeler import LabelPlan, Pair, label_pairs
-
         pairs = [Pair(p, a, b) for p, a, b in zip(prompts, responses_a, responses_b)]
         run = label_pairs(self.backend, pairs, self.template, LabelPlan(swap=True))
         stats = run.final.positions()
@@ -75,16 +77,11 @@ def build_judge(spec: str, task=None, device: str = "cpu", preamble: str = "auto
                 cache: str | None = None, batch_size: int = 16, precision: str = "auto") -> Judge:
     """A judge from its spec: `ai[:MODEL_OR_URL]`, or a reward spec (`gold`, `vader`, `task:NAME`,
     a saved reward-model folder, `judge[:MODEL]` for direct 1–10 ratings, a weighted mix)."""
-    from rlhfkit.config import ConfigError
-
     spec = spec.strip()
     if not spec:
         raise ConfigError("--judge is empty: use gold, vader, task:NAME, a reward-model folder, or ai[:MODEL_OR_URL]")
     preamble = _default_preamble(task) if preamble == "auto" else preamble
     if spec == "ai" or spec.startswith("ai:"):
-        from rlhfkit.feedback.backends import load_judge
-        from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
-
         model = spec[3:] or "smollm2-135m-instruct"
         try:
             template = JudgeTemplate(preamble=load_preamble(preamble))
@@ -92,9 +89,6 @@ def build_judge(spec: str, task=None, device: str = "cpu", preamble: str = "auto
             raise ConfigError(str(err)) from None
         backend = load_judge(model, device=device, precision=precision, batch_size=batch_size, cache=cache)
         return AIJudge(backend, template, name=spec)
-    from rlhfkit.feedback.labeler import judge_reward
-    from rlhfkit.rewards.spec import build_reward
-    from rlhfkit.tasks.registry import task_gold_scorer
 
     def rating_judge(model: str):
         return judge_reward(model or "smollm2-135m-instruct", preamble=preamble, device=device, precision=precision,

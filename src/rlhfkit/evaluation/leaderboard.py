@@ -16,7 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from rlhfkit.algorithms.ratings import bradley_terry, online_elo, predicted_win_matrix
-from rlhfkit.data.schemas import DataError
+from rlhfkit.data.loaders import iter_rows
+from rlhfkit.data.schemas import DataError, RowError
+from rlhfkit.evaluation.winrate import preference_from_scores, score_win_rate
 
 WINNER_SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}
 
@@ -45,9 +47,6 @@ def schedule_pairs(names: Sequence[str], schedule: str = "round_robin", pairs_pe
 
 def load_battles(path: str | Path) -> list[dict]:
     """Battles from a JSONL/JSON/CSV/Parquet file; a bad row stops with file, row and field."""
-    from rlhfkit.data.loaders import iter_rows
-    from rlhfkit.data.schemas import RowError
-
     battles = []
     for rowno, row in iter_rows(path):
         where = f"{path}: row {rowno}"
@@ -133,8 +132,6 @@ def format_leaderboard(board: dict) -> str:
 def battles_from_scores(prompts: Sequence[str], scores: dict[str, Sequence[float]], tie_margin: float = 0.0) -> list[dict]:
     """Round-robin battles on every prompt from per-policy scores aligned on `prompts` (the higher
     score wins, within `tie_margin` a tie)."""
-    from rlhfkit.evaluation.winrate import preference_from_scores
-
     battles = []
     for a, b in itertools.combinations(list(scores), 2):
         prefs = [preference_from_scores(x, y, tie_margin) for x, y in zip(scores[a], scores[b])]
@@ -147,8 +144,6 @@ def gold_rankings(prompts: Sequence[str], texts: dict[str, list[str]], gold_fn, 
     """For a comparison of policies on the same prompts (one response each): the gold-judged
     win rate of each policy over `baseline` and the leaderboard of all of them.
     Returns {"win_rates": [...], "leaderboard": {...}}."""
-    from rlhfkit.evaluation.winrate import score_win_rate
-
     scores = {name: [float(g) for g in gold_fn(list(prompts), list(t))] for name, t in texts.items()}
     rates = [score_win_rate(prompts, texts[name], texts[baseline], scores[name], scores[baseline], name, baseline,
                             "gold", seed=seed) for name in texts if name != baseline and baseline in texts]

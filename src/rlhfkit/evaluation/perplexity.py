@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from rlhfkit.generation.sampling import encode_prompts, uses_chat_template
+from rlhfkit.data.chat import encode_prompts, uses_chat_template
 from rlhfkit.models.forward import response_forward
 
 
@@ -43,8 +43,8 @@ def perplexity(model, tokenizer, prompts: Sequence[str], responses: Sequence[str
         r_ids, r_mask = r_ids.to(device), r_mask.to(device)
         out = response_forward(model, p_ids, p_mask, r_ids, r_mask, with_entropy=True)
         mask = r_mask.float()
-        nll -= float((out["logprobs"] * mask).sum())
-        entropy += float((out["entropy"] * mask).sum())
+        nll -= float((out.logprobs * mask).sum())
+        entropy += float((out.entropy * mask).sum())
         count += int(mask.sum())
     if count == 0:
         return {"perplexity": float("nan"), "token_entropy_nats": float("nan"), "tokens": 0}

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Sequence
 
 from rlhfkit.evaluation.metrics import distinct_n
+from rlhfkit.evaluation.wordnet import load_wordnet
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -53,8 +54,6 @@ def words(text: str) -> list[str]:
 def meteor(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Mean of nltk's sentence-level METEOR (lower-cased; several references: the best one)."""
     from nltk.translate.meteor_score import meteor_score
-
-    from rlhfkit.evaluation.wordnet import load_wordnet
 
     wordnet = load_wordnet()
     scores = [meteor_score([words(r) for r in refs], words(hyp), wordnet=wordnet)

@@ -30,6 +30,9 @@ from typing import Protocol, Sequence
 
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.feedback.judge import JudgePrompt
+from rlhfkit.generation.sampling import SamplingParams, decode_responses, sample
+from rlhfkit.models import load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import autocast_context, eos_token_ids, resolve_policy_path
 
 
 class JudgeError(RuntimeError):
@@ -96,8 +99,6 @@ class LocalJudge:
                  compute_dtype=None, seed: int = 0):
         import torch
 
-        from rlhfkit.models.loading import eos_token_ids
-
         self.model = model
         self.tokenizer = tokenizer
         has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -121,9 +122,6 @@ class LocalJudge:
     @classmethod
     def load(cls, name_or_path: str, device: str = "auto", precision: str = "auto", chat: bool | None = None,
              batch_size: int = 8, seed: int = 0) -> "LocalJudge":
-        from rlhfkit.models import load_policy, resolve_device, resolve_precision
-        from rlhfkit.models.loading import resolve_policy_path
-
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         model, tokenizer = load_policy(name_or_path, device=dev)
@@ -170,8 +168,6 @@ class LocalJudge:
         pairs would collapse onto the same few values (σ(−0.25) for many pairs)."""
         import torch
 
-        from rlhfkit.models.loading import autocast_context
-
         ids, mask = self._left_pad(sequences)  # (B, P)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad(), autocast_context(self.device, self.compute_dtype), _fp32_output_head(self.model):
@@ -213,9 +209,6 @@ class LocalJudge:
     def generate(self, prompts: Sequence[JudgePrompt], max_new_tokens: int, temperature: float = 0.0,
                  seeds: Sequence[int] | None = None) -> list[str]:
         import torch
-
-        from rlhfkit.generation.sampling import SamplingParams, decode_responses, sample
-        from rlhfkit.models.loading import autocast_context
 
         if not prompts:
             return []

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from rlhfkit.feedback.backends import JudgeBackend
+from rlhfkit.feedback.backends import JudgeBackend, load_judge
 from rlhfkit.feedback.judge import (
     PAIR_CHOICES,
     RATING_CHOICES,
@@ -24,6 +24,7 @@ from rlhfkit.feedback.judge import (
     alignment,
     debiased,
     expected_rating,
+    load_preamble,
     position_stats,
     rating_to_reward,
     soft_label,
@@ -283,7 +284,4 @@ class JudgeReward:
 def judge_reward(spec: str = "smollm2-135m-instruct", preamble: str = "helpful", **judge_options) -> JudgeReward:
     """Build a direct-RLAIF reward function from a judge spec (local model or http(s) URL) and a
     preamble (built-in name or text file); `judge_options` go to `load_judge`."""
-    from rlhfkit.feedback.backends import load_judge
-    from rlhfkit.feedback.judge import load_preamble
-
     return JudgeReward(load_judge(spec, **judge_options), JudgeTemplate(preamble=load_preamble(preamble)))

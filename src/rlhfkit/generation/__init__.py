@@ -15,6 +15,7 @@ __all__ = sorted(_SAMPLING)
 
 def __getattr__(name: str):
     if name in _SAMPLING:
+        # lazy: `rlhfkit --help` imports this package's config users without loading torch
         from rlhfkit.generation import sampling
 
         return getattr(sampling, name)

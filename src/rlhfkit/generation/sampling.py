@@ -19,6 +19,7 @@ import torch
 
 from rlhfkit.algorithms.masking import masked_logits, top_p_mask
 from rlhfkit.data.chat import encode_prompts, pad_token_id
+from rlhfkit.models.loading import autocast_context, eos_token_ids
 from rlhfkit.types import Rollout
 
 
@@ -381,8 +382,6 @@ def generate(
 ) -> Rollout:
     """Sample (or beam-search) one response per prompt as one batch. Returns a `Rollout`
     (with `action_mask` (B, T, V) when an NLPO `masker` restricts the actions)."""
-    from rlhfkit.models.loading import autocast_context, eos_token_ids
-
     device = next(model.parameters()).device
     eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer)

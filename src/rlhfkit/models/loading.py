@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_POLICY = "smollm2-135m-instruct"
@@ -160,8 +162,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> the first CUDA device if there is one, else the CPU. Any other name must be a
     device this machine has: `cuda` without a CUDA build or GPU, `cuda:3` on a one-GPU machine,
     `mps` off Apple silicon raise a ConfigError saying what is there (before anything is loaded)."""
-    from rlhfkit.config import ConfigError
-
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -14,10 +14,10 @@ import time
 import torch
 
 from rlhfkit.config import ConfigError
-from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
-from rlhfkit.evaluation.tables import compare_table
 from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.evaluation.report import write_report
+from rlhfkit.evaluation.tables import compare_table
 from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
@@ -25,7 +25,8 @@ from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.pipelines.config import CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.tasks import get_task
-from rlhfkit.trainers.config import ALGORITHMS
+from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
+from rlhfkit.trainers.dpo import train_dpo
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.types import PairwiseRecord
 
@@ -41,9 +42,6 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
 
 
 def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
-    from rlhfkit.trainers.config import DPOConfig
-    from rlhfkit.trainers.dpo import train_dpo
-
     policy, tokenizer = load_policy(cfg.policy, device=device)
     n_pairs = cfg.sample_budget // 2
     prompts = [p for p in train_prompts[:n_pairs] for _ in range(2)]

@@ -14,14 +14,34 @@ import time
 from pathlib import Path
 
 from rlhfkit.config import ConfigError
-from rlhfkit.data.schemas import DataError
+from rlhfkit.data.loaders import iter_rows, load_records, write_jsonl
+from rlhfkit.data.schemas import DataError, RowError
+from rlhfkit.evaluation.judges import build_judge
+from rlhfkit.evaluation.leaderboard import (
+    battles_from_preferences,
+    format_leaderboard,
+    leaderboard,
+    load_battles,
+    schedule_pairs,
+)
+from rlhfkit.evaluation.perplexity import perplexity
+from rlhfkit.evaluation.report import write_report
+from rlhfkit.evaluation.stats import mean_ci
+from rlhfkit.evaluation.text_metrics import diversity, lexical
+from rlhfkit.evaluation.winrate import pair_by_prompt, win_rate
+from rlhfkit.generation.sampling import SamplingParams, best_of_n, generate_batched
+from rlhfkit.models import load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import autocast_context, cache_dir
 from rlhfkit.pipelines.eval_config import (
     EvalSampleConfig,
     LeaderboardConfig,
     MetricsConfig,
     WinrateConfig,
 )
-from rlhfkit.pipelines.run_dir import write_json_atomic
+from rlhfkit.pipelines.run_dir import RunDir, write_json_atomic
+from rlhfkit.rewards.spec import build_reward
+from rlhfkit.tasks import get_task
+from rlhfkit.tasks.registry import task_gold_scorer
 
 # ---------------------------------------------------------------------------------------------
 # sample files
@@ -30,9 +50,6 @@ from rlhfkit.pipelines.run_dir import write_json_atomic
 def load_samples(spec: str) -> tuple[list[dict], str]:
     """Rows {prompt, response, ...} of FILE, FILE#COLUMN (that column is the response) or
     FILE#POLICY (rows whose method/policy field is POLICY). Returns (rows, label)."""
-    from rlhfkit.data.loaders import iter_rows
-    from rlhfkit.data.schemas import RowError
-
     path, _, select = spec.partition("#")
     if not Path(path).is_file():
         raise FileNotFoundError(f"sample file {path} does not exist")
@@ -73,8 +90,6 @@ def resolve_samples(spec: str, run_dir: str = "") -> tuple[list[dict], str]:
 
 def update_summary(run_dir: str | Path, update) -> dict:
     """Read the eval run's summary.json, apply `update(summary)`, write it back atomically, rebuild the report."""
-    from rlhfkit.evaluation.report import write_report
-
     path = Path(run_dir) / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
     summary.setdefault("command", "eval")
@@ -115,18 +130,12 @@ def _policy_path(spec: str) -> str:
 def _sample_policy(cfg: EvalSampleConfig, spec: str, prompts: list[str], chat, device, dtype) -> list[str]:
     import torch
 
-    from rlhfkit.generation.sampling import SamplingParams, best_of_n, generate_batched
-    from rlhfkit.models import load_policy
-
     params = SamplingParams(strategy="top_p" if cfg.top_p < 1 else "sample", temperature=cfg.temperature,
                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=cfg.batch_size,
                   generator=torch.Generator(device=device).manual_seed(cfg.seed))
     expanded = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
     if spec.startswith("best_of_n:"):
-        from rlhfkit.rewards.spec import build_reward
-        from rlhfkit.tasks.registry import task_gold_scorer
-
         base, n, reward = spec[len("best_of_n:"):].rsplit(":", 2)
         if not n.isdigit() or int(n) < 1:
             raise ConfigError(f"policy {spec!r}: N must be a positive whole number, got {n!r}")
@@ -140,8 +149,6 @@ def _sample_policy(cfg: EvalSampleConfig, spec: str, prompts: list[str], chat, d
 
 
 def _task(name: str):
-    from rlhfkit.tasks import get_task
-
     if not name or name == "none":
         return None
     try:
@@ -152,8 +159,6 @@ def _task(name: str):
 
 def _eval_prompts(cfg: EvalSampleConfig, task) -> list[str]:
     if cfg.prompts:
-        from rlhfkit.data.loaders import load_records
-
         prompts = [r.prompt for r in load_records(cfg.prompts, "prompt").records]
     elif task is not None:
         prompts = task.prompts("test", seed=cfg.seed)
@@ -164,10 +169,6 @@ def _eval_prompts(cfg: EvalSampleConfig, task) -> list[str]:
 
 def run_sample(cfg: EvalSampleConfig) -> dict:
     """Sample every policy of `cfg` on the same prompts (reusing samples drawn with the same settings)."""
-    from rlhfkit.evaluation.stats import mean_ci
-    from rlhfkit.models import resolve_device, resolve_precision
-    from rlhfkit.pipelines.run_dir import RunDir
-
     task = _task(cfg.task)
     prompts = _eval_prompts(cfg, task)
     named = [parse_policy(p) for p in cfg.policies]
@@ -197,7 +198,6 @@ def run_sample(cfg: EvalSampleConfig) -> dict:
             gold = task.gold(expanded, texts) if task is not None and not cfg.prompts else [None] * len(texts)
             rows = [{"policy": name, "prompt": p, "sample": i % cfg.samples_per_prompt, "response": t,
                      **({"gold": g} if g is not None else {})} for i, (p, t, g) in enumerate(zip(expanded, texts, gold))]
-            from rlhfkit.data.loaders import write_jsonl
 
             write_jsonl(out, rows)
             write_json_atomic(meta, wanted)
@@ -218,17 +218,12 @@ def _cache(spec: str):
     if spec == "off":
         return None
     if spec == "auto":
-        from rlhfkit.models.loading import cache_dir
-
         return str(cache_dir() / "judgements.sqlite")
     return spec
 
 
 def make_judge(cfg):
     """The judge of a WinrateConfig / LeaderboardConfig."""
-    from rlhfkit.evaluation.judges import build_judge
-    from rlhfkit.models import resolve_device
-
     needs_model = cfg.judge.startswith(("ai", "judge")) or Path(cfg.judge).is_dir()
     device = str(resolve_device(cfg.device)) if needs_model else "cpu"
     return build_judge(cfg.judge, _task(cfg.task), device=device, preamble=cfg.judge_preamble, tie_margin=cfg.tie_margin,
@@ -237,8 +232,6 @@ def make_judge(cfg):
 
 def judged_win_rate(judge, prompts, responses_a, responses_b, n_resamples: int = 2000, seed: int = 0) -> dict:
     """P(A ≻ B) per pair from `judge`, then `evaluation.winrate.win_rate` (lengths in words)."""
-    from rlhfkit.evaluation.winrate import win_rate
-
     start = time.perf_counter()
     preferences = judge.prefer(prompts, responses_a, responses_b)
     seconds = time.perf_counter() - start
@@ -267,8 +260,6 @@ def format_win_rate(r: dict) -> str:
 
 
 def run_winrate(cfg: WinrateConfig) -> dict:
-    from rlhfkit.evaluation.winrate import pair_by_prompt
-
     rows_a, label_a = resolve_samples(cfg.a, cfg.run_dir)
     rows_b, label_b = resolve_samples(cfg.b, cfg.run_dir)
     if label_a == label_b:
@@ -315,8 +306,6 @@ def judge_battles(judge, prompts: list[str], responses: dict[str, list[str]], sc
                   pairs_per_prompt: int = 1, seed: int = 0) -> list[dict]:
     """Battles among the policies of `responses` (aligned on `prompts`), judged by `judge`.
     A scoring judge scores each policy's responses once; an AI judge sees each scheduled pair."""
-    from rlhfkit.evaluation.leaderboard import battles_from_preferences, schedule_pairs
-
     plan = schedule_pairs(list(responses), schedule, pairs_per_prompt, len(prompts), seed)
     by_pair: dict[tuple[str, str], list[int]] = {}
     for i, a, b in plan:
@@ -333,13 +322,6 @@ def judge_battles(judge, prompts: list[str], responses: dict[str, list[str]], sc
 
 
 def run_leaderboard(cfg: LeaderboardConfig) -> dict:
-    from rlhfkit.data.loaders import write_jsonl
-    from rlhfkit.evaluation.leaderboard import (
-        format_leaderboard,
-        leaderboard,
-        load_battles,
-    )
-
     if cfg.battles:
         battles = load_battles(cfg.battles)
         source = cfg.battles
@@ -371,9 +353,6 @@ def run_leaderboard(cfg: LeaderboardConfig) -> dict:
 
 def _references(cfg: MetricsConfig, rows: list[dict]) -> list[list[str]] | None:
     """References per sample row: from the rows themselves or from --references, by prompt."""
-    from rlhfkit.data.loaders import iter_rows
-    from rlhfkit.data.schemas import RowError
-
     by_prompt: dict[str, list[str]] = {}
     if cfg.references:
         for rowno, row in iter_rows(cfg.references):
@@ -399,10 +378,6 @@ def _references(cfg: MetricsConfig, rows: list[dict]) -> list[list[str]] | None:
 
 
 def _perplexity(cfg: MetricsConfig, prompts: list[str], responses: list[str], task) -> dict:
-    from rlhfkit.evaluation.perplexity import perplexity
-    from rlhfkit.models import load_policy, resolve_device, resolve_precision
-    from rlhfkit.models.loading import autocast_context
-
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     model, tokenizer = load_policy(cfg.reference_model, device=device)
@@ -412,9 +387,6 @@ def _perplexity(cfg: MetricsConfig, prompts: list[str], responses: list[str], ta
 
 
 def run_metrics(cfg: MetricsConfig) -> dict:
-    from rlhfkit.evaluation.stats import mean_ci
-    from rlhfkit.evaluation.text_metrics import diversity, lexical
-
     rows, label = resolve_samples(cfg.samples, cfg.run_dir)
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     task = _task(cfg.task)

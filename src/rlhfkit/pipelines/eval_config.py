@@ -123,7 +123,7 @@ class LeaderboardConfig(JudgeOptions):
     run_dir: str = ""
     """eval run folder whose samples/ (from `rlhfkit eval sample`) are judged against each other"""
     battles: str = ""
-    """instead: a battles file, rows {"model_a", "model_b", "winner": "a"|"b"|"tie"} (no judging)"""
+    """instead: a battles file whose rows hold model_a, model_b and winner ("a", "b" or "tie"); no judging"""
     policies: list[str] = field(default_factory=list)
     """policies of --run-dir to rank (default: all of its samples)"""
     schedule: Literal["round_robin", "sampled"] = "round_robin"

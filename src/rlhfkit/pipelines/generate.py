@@ -8,14 +8,20 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records, write_jsonl
-from rlhfkit.generation.sampling import SamplingParams, best_of_n_kl_bound, generate_batched
+from rlhfkit.generation.sampling import (
+    SamplingParams,
+    best_of_n_kl_bound,
+    generate_batched,
+)
+from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.pipelines.config import GenerationConfig
+from rlhfkit.rewards.spec import build_reward
+from rlhfkit.tasks import get_task
+from rlhfkit.tasks.registry import task_gold_scorer
 
 
 def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
     if spec.startswith("task:"):
-        from rlhfkit.tasks import get_task
-
         try:
             prompts = get_task(spec[5:]).prompts("test")
         except ValueError as err:
@@ -52,17 +58,12 @@ def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
 
 
 def run_generate(cfg: GenerationConfig) -> list[dict]:
-    from rlhfkit.models import load_policy, resolve_device, resolve_precision
-
     device = resolve_device(cfg.device)
     prompts = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     reward = None
     if cfg.policy == "best_of_n":
-        from rlhfkit.rewards.spec import build_reward
-        from rlhfkit.tasks.registry import task_gold_scorer
-
         reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer})
     model, tokenizer = load_policy(cfg.model, device=device)
     params = SamplingParams(

@@ -8,9 +8,11 @@ import time
 import torch
 
 from rlhfkit.config import ConfigError
+from rlhfkit.data.loaders import load_records
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
-from rlhfkit.evaluation.tables import before_after_table
 from rlhfkit.evaluation.report import write_report
+from rlhfkit.evaluation.tables import before_after_table
+from rlhfkit.feedback.labeler import judge_reward
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
@@ -26,7 +28,6 @@ def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
     """(training prompts, held-out prompts)."""
     if not cfg.prompts:
         return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)[: cfg.eval_prompts]
-    from rlhfkit.data.loaders import load_records
 
     records = [r.prompt for r in load_records(cfg.prompts, "prompt").records]
     n_eval = min(cfg.eval_prompts, len(records) // 5)
@@ -35,8 +36,6 @@ def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
 
 def _judge_factory(model: str):
     """`--reward judge[:MODEL]`: direct RLAIF with an LM judge (default: the embedded SmolLM2)."""
-    from rlhfkit.feedback.labeler import judge_reward
-
     return judge_reward(model or "smollm2-135m-instruct")
 
 
@@ -57,8 +56,6 @@ def run_rl(cfg: RLRunConfig) -> dict:
     reward_fn, weights = build_reward(cfg.reward, task, device, named={"judge": _judge_factory, "task": task_gold_scorer})
     ptx_examples = None
     if cfg.ptx_coef > 0:
-        from rlhfkit.data.loaders import load_records
-
         ptx_examples = load_records(cfg.ptx_data, "sft").records
     policy, tokenizer = load_policy(cfg.policy, device=device)
     reference = None

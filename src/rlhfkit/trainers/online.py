@@ -42,7 +42,9 @@ from rlhfkit.algorithms import (
     shape_scores,
     whiten,
 )
+from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.data.chat import pad_token_id
+from rlhfkit.data.collators import collate_sft, tokenize_sft
 from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
@@ -516,8 +518,6 @@ class _PtxBatches:
     are tokenised once, with the same collator as `rlhfkit sft` (chat rows included)."""
 
     def __init__(self, records, tokenizer, cfg: RLConfig, device, chat: bool | None):
-        from rlhfkit.data.collators import tokenize_sft
-
         if not records:
             raise ValueError("PPO-ptx needs ptx examples (SFT records)")
         self.examples = [tokenize_sft(tokenizer, r, chat=chat) for r in records]
@@ -526,9 +526,6 @@ class _PtxBatches:
         self.position = 0
 
     def loss(self, policy, autocast) -> torch.Tensor:
-        from rlhfkit.algorithms.preference import sft_loss
-        from rlhfkit.data.collators import collate_sft
-
         batch = [self.examples[(self.position + i) % len(self.examples)] for i in range(self.batch_size)]
         self.position += self.batch_size
         tensors = collate_sft(batch, self.pad_id, self.device)
