@@ -152,6 +152,16 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
         docs_url=None,  # the interactive docs load their scripts from a CDN; /openapi.json is served
         redoc_url=None,
     )
+    annotator, admin = _auth(store)
+    _add_security(app)
+    _add_labelling_routes(app, store, annotator)
+    _add_admin_routes(app, store, admin)
+    _add_pages(app)
+    return app
+
+
+def _auth(store: FeedbackStore):
+    """FastAPI dependencies: the annotator a bearer token belongs to, and the same for admins only."""
     bearer = HTTPBearer(auto_error=False, description="annotator token")
 
     def annotator(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Annotator:
@@ -168,6 +178,11 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
             raise HTTPException(403, "this needs an admin token (rlhfkit feedback add-annotator NAME --admin)")
         return who
 
+    return annotator, admin
+
+
+def _add_security(app: FastAPI) -> None:
+    """Security headers on every response; store and label errors as JSON with their status."""
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
@@ -187,6 +202,9 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
     async def label_error(request: Request, err: LabelError):
         return JSONResponse({"detail": str(err)}, status_code=422)
 
+
+def _add_labelling_routes(app: FastAPI, store: FeedbackStore, annotator) -> None:
+    """What an annotator does: who am I, progress, next item, submit, undo, skip."""
     def item_out(item, who: Annotator) -> ItemOut:
         return ItemOut(id=item.id, task=item.task, instructions=INSTRUCTIONS[item.task], prompt=item.prompt,
                        responses=[Candidate(index=i, text=item.responses[i]) for i in item.display_order(who.id)])
@@ -228,6 +246,9 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
         store.skip(who, item_id)
         return store.progress(who)
 
+
+def _add_admin_routes(app: FastAPI, store: FeedbackStore, admin) -> None:
+    """Admin token only: import items, export labels, statistics."""
     @app.post("/api/items", response_model=ImportOut, tags=["admin"], summary="Import items")
     def import_items(body: ImportIn, who: Annotated[Annotator, Depends(admin)]):
         added, present = store.add_items(items_from_json([i.model_dump() for i in body.items]))
@@ -244,6 +265,9 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
     def stats(who: Annotated[Annotator, Depends(admin)]) -> dict[str, Any]:
         return store.stats()
 
+
+def _add_pages(app: FastAPI) -> None:
+    """Health check, the labelling page, the admin page and their static files."""
     @app.get("/api/health", tags=["meta"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -257,7 +281,6 @@ def create_app(store: FeedbackStore, overlap: int | None = None) -> FastAPI:
         return FileResponse(STATIC / "admin.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overlap: int | None = None) -> None:

@@ -173,6 +173,18 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _prefill(model, prompt_ids: torch.Tensor, attn: torch.Tensor):
+    """One pass over the left-padded prompts: (KV cache, last-position logits (B, V), positions (B, P))."""
+    positions = _positions(attn)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
+    return _returned_cache(out), out.logits[:, -1], positions
+
+
+def _trimmed(length: int, **columns: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The (B, T_max, ...) buffers cut to the `length` steps actually taken (None entries dropped)."""
+    return {name: value[:, :length] for name, value in columns.items() if value is not None}
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -204,10 +216,7 @@ def sample(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
 
     attn = prompt_mask.long()
-    positions = _positions(attn)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = _returned_cache(out)
-    logits = out.logits[:, -1]  # (B, V)
+    cache, logits, positions = _prefill(model, prompt_ids, attn)  # logits (B, V)
     next_pos = positions[:, -1] + 1  # (B,)
     rows = torch.arange(B, device=device)  # which original rows are still generating
     action_masks = None
@@ -246,15 +255,8 @@ def sample(
         if masker is not None:
             step_mask = masker.advance(token, attn, next_pos)
         next_pos = next_pos + 1
-    result = {
-        "response_ids": tokens_out[:, :length],
-        "response_mask": mask_out[:, :length],
-        "logprobs": logprobs_out[:, :length],
-        "finished": finished,
-    }
-    if action_masks is not None:
-        result["action_mask"] = action_masks[:, :length]
-    return result
+    return {**_trimmed(length, response_ids=tokens_out, response_mask=mask_out, logprobs=logprobs_out,
+                       action_mask=action_masks), "finished": finished}
 
 
 @torch.no_grad()
@@ -274,13 +276,11 @@ def beam_search(
     """
     device = prompt_ids.device
     B, nb, T = prompt_ids.shape[0], params.num_beams, params.max_new_tokens
-    eos = torch.tensor(list(eos_ids), device=device)
+    eos = set(int(i) for i in eos_ids)
     attn = prompt_mask.long().repeat_interleave(nb, 0)  # (B*nb, P)
     ids = prompt_ids.repeat_interleave(nb, 0)
-    positions = _positions(attn)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = _returned_cache(out)
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B*nb, V)
+    cache, last_logits, positions = _prefill(model, ids, attn)
+    logp = torch.log_softmax(last_logits.float(), dim=-1)  # (B*nb, V)
     V = logp.shape[-1]
     next_pos = positions[:, -1] + 1
     beam_scores = torch.full((B, nb), float("-inf"), device=device)
@@ -295,28 +295,11 @@ def beam_search(
     for t in range(T):
         candidates = (beam_scores.view(-1, 1) + logp).view(B, nb * V)
         top_scores, top_idx = torch.topk(candidates, 2 * nb, dim=-1)  # (B, 2nb)
-        new_beam_src, new_tokens, new_scores = [], [], []
-        for b in range(B):
-            chosen = 0
-            for score, idx in zip(top_scores[b].tolist(), top_idx[b].tolist()):
-                if score == float("-inf"):
-                    break
-                src, token = b * nb + idx // V, idx % V
-                path = seqs[src].tolist() + [token]
-                path_lp = seq_logps[src].tolist() + [float(logp[src, token])]
-                if token in eos.tolist():
-                    finished[b].append((normalised(score, t + 1), path, path_lp, True))
-                    continue
-                if chosen < nb:
-                    new_beam_src.append(src)
-                    new_tokens.append(token)
-                    new_scores.append(score)
-                    chosen += 1
-            while chosen < nb:  # fewer live candidates than beams: pad with dead beams
-                new_beam_src.append(b * nb)
-                new_tokens.append(pad_id)
-                new_scores.append(float("-inf"))
-                chosen += 1
+        new_beam_src, new_tokens, new_scores = _select_beams(
+            top_scores, top_idx, nb, V, eos, pad_id,
+            lambda src, token, score: (normalised(score, t + 1), seqs[src].tolist() + [token],
+                                       seq_logps[src].tolist() + [float(logp[src, token])], True),
+            finished)
         src_idx = torch.tensor(new_beam_src, device=device)
         token_t = torch.tensor(new_tokens, device=device)
         beam_scores = torch.tensor(new_scores, device=device).view(B, nb)
@@ -335,14 +318,54 @@ def beam_search(
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         next_pos = next_pos + 1
 
+    best = _best_hypotheses(finished, beam_scores, seqs, seq_logps, lambda score: normalised(score, seqs.shape[1]))
+    return _hypotheses_as_tensors(best, pad_id, device)
+
+
+def _select_beams(top_scores, top_idx, nb: int, V: int, eos: set[int], pad_id: int, hypothesis, finished):
+    """For each prompt, walk its 2·nb best (beam, token) candidates: those ending in EOS become
+    finished hypotheses (`hypothesis(src, token, score)`), the first nb others the next beams;
+    prompts with fewer live candidates are padded with dead (−inf) beams.
+    Returns (source beam rows, tokens, scores), each of length B·nb."""
+    new_beam_src, new_tokens, new_scores = [], [], []
+    for b in range(top_scores.shape[0]):
+        chosen = 0
+        for score, idx in zip(top_scores[b].tolist(), top_idx[b].tolist()):
+            if score == float("-inf"):
+                break
+            src, token = b * nb + idx // V, idx % V
+            if token in eos:
+                finished[b].append(hypothesis(src, token, score))
+                continue
+            if chosen < nb:
+                new_beam_src.append(src)
+                new_tokens.append(token)
+                new_scores.append(score)
+                chosen += 1
+        pad = nb - chosen
+        new_beam_src += [b * nb] * pad
+        new_tokens += [pad_id] * pad
+        new_scores += [float("-inf")] * pad
+    return new_beam_src, new_tokens, new_scores
+
+
+def _best_hypotheses(finished, beam_scores, seqs, seq_logps, normalised_at_limit):
+    """The best hypothesis per prompt; unfinished beams compete too when the length limit is hit."""
+    B, nb = beam_scores.shape
     best: list[tuple[float, list[int], list[float], bool]] = []
     for b in range(B):
         pool = list(finished[b])
-        for j in range(nb):  # unfinished beams compete too when the length limit is hit
+        for j in range(nb):
             score = float(beam_scores[b, j])
             if score > float("-inf"):
-                pool.append((normalised(score, seqs.shape[1]), seqs[b * nb + j].tolist(), seq_logps[b * nb + j].tolist(), False))
+                pool.append((normalised_at_limit(score), seqs[b * nb + j].tolist(), seq_logps[b * nb + j].tolist(), False))
         best.append(max(pool, key=lambda h: h[0]))
+    return best
+
+
+def _hypotheses_as_tensors(best, pad_id: int, device) -> dict[str, torch.Tensor]:
+    """(score, path, path log-probs, finished) per prompt as right-padded (B, T) tensors."""
+    B = len(best)
     length = max(len(h[1]) for h in best)
     response_ids = torch.full((B, length), pad_id, dtype=torch.long, device=device)
     response_mask = torch.zeros(B, length, device=device)
