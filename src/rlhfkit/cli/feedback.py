@@ -292,7 +292,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"[rlhfkit] feedback page on {base}/  (admin: {base}/admin, API: {base}/openapi.json); Ctrl+C stops",
           flush=True)
     try:
-        serve(cfg.db, cfg.host, cfg.port, cfg.overlap or None)
+        serve(cfg.db, cfg.host, cfg.port, cfg.overlap or None, cfg.access_log)
     except OSError as err:
         raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {err.strerror or err} "
                           "(another server there? pick a free --port)") from None

@@ -108,6 +108,8 @@ class ServeConfig(FeedbackDBOptions):
     overlap: int = 0
     """labels wanted per item: each item is shown to annotators until this many have labelled it
     (0: keep the database's setting, 1 for a new one)"""
+    access_log: bool = False
+    """log one line per request (address, method, path, status) on stderr; tokens never appear in it"""
 
     def __post_init__(self):
         if self.overlap < 0:

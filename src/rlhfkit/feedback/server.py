@@ -8,6 +8,7 @@ Content-Security-Policy forbids inline scripts as a second line of defence.
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the endpoint
 # closures (Annotated[..., Depends(annotator)]) at run time, and a string cannot name a closure.
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -283,9 +284,24 @@ def _add_pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overlap: int | None = None) -> None:
+class _MaskTokens:
+    """A logging filter for the access log: a `token=...` in a logged path (someone typed the
+    sign-in link with `?` instead of `#`) is written as `token=***`. Tokens sent the intended
+    way, in the Authorization header or after `#`, never reach the log at all."""
+
+    PATTERN = re.compile(r"(token=)[^&#\s]+", re.IGNORECASE)
+
+    def filter(self, record) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overlap: int | None = None,
+          access_log: bool = False) -> None:
     """Run the app with uvicorn until interrupted. The socket is bound first, so that a port in
-    use fails with OSError before anything changes."""
+    use fails with OSError before anything changes. `access_log`: one line per request on stderr."""
+    import logging
     import socket
 
     import uvicorn
@@ -300,7 +316,9 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overla
         raise
     store = FeedbackStore(db_path)
     app = create_app(store, overlap or None)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log)
+    logging.getLogger("uvicorn.access").addFilter(_MaskTokens())  # after Config, which sets up logging
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     finally:
