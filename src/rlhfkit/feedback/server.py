@@ -103,6 +103,7 @@ class ItemOut(BaseModel):
     id: int
     task: Literal["pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration"]
     instructions: str
+    guidelines: str = Field(description="the labelling guidelines of the import the item came in ('' if none)")
     prompt: str
     responses: list[Candidate] = Field(description="in the order to show them (shuffled per annotator)")
 
@@ -129,6 +130,8 @@ class ItemIn(BaseModel):
 
 class ImportIn(BaseModel):
     items: list[ItemIn]
+    guidelines: str | None = Field(default=None, max_length=20_000,
+                                   description="labelling guidelines shown with these items (replaces earlier ones)")
 
 
 class ImportOut(BaseModel):
@@ -207,7 +210,8 @@ def _add_security(app: FastAPI) -> None:
 def _add_labelling_routes(app: FastAPI, store: FeedbackStore, annotator) -> None:
     """What an annotator does: who am I, progress, next item, submit, undo, skip."""
     def item_out(item, who: Annotator) -> ItemOut:
-        return ItemOut(id=item.id, task=item.task, instructions=INSTRUCTIONS[item.task], prompt=item.prompt,
+        return ItemOut(id=item.id, task=item.task, instructions=INSTRUCTIONS[item.task], guidelines=item.guidelines,
+                       prompt=item.prompt,
                        responses=[Candidate(index=i, text=item.responses[i]) for i in item.display_order(who.id)])
 
     @app.get("/api/me", response_model=Me, tags=["annotators"])
@@ -252,7 +256,7 @@ def _add_admin_routes(app: FastAPI, store: FeedbackStore, admin) -> None:
     """Admin token only: import items, export labels, statistics."""
     @app.post("/api/items", response_model=ImportOut, tags=["admin"], summary="Import items")
     def import_items(body: ImportIn, who: Annotated[Annotator, Depends(admin)]):
-        added, present = store.add_items(items_from_json([i.model_dump() for i in body.items]))
+        added, present = store.add_items(items_from_json([i.model_dump() for i in body.items]), body.guidelines)
         return ImportOut(added=added, already_present=present)
 
     @app.get("/api/export", tags=["admin"], summary="Labels as training rows of one record kind")
