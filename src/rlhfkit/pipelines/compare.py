@@ -116,6 +116,7 @@ def run_compare(cfg: CompareConfig) -> dict:
                "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows,
                **gold_rankings(eval_prompts, texts_by_method, task.gold, cfg.seed)}
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print()
     print(compare_table(rows))
     print()

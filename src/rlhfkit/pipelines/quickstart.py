@@ -121,6 +121,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "win_rate": win_rate,
     }
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print(quickstart_table(summary, run.path, examples))
     print(format_win_rate_line(summary["win_rate"]))
     write_report(run.path)

@@ -108,6 +108,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     summary["steps"] = trainer.step_count
     summary["last_step"] = history[-1] if history else None
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print(before_after_table(summary, run.path))
     write_report(run.path)
     return summary
