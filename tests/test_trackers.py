@@ -136,3 +136,31 @@ def test_offline_wandb_run_holds_the_metrics_of_metrics_jsonl(tmp_path, tiny_dir
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-12), key
     assert {"algo", "report_to", "learning_rate"} <= config_keys
+
+
+def test_compare_ends_with_a_leaderboard_holding_each_win_rate_over_base(tmp_path, tiny_dir, capsys):
+    """Issue 9 item 8: every method on the leaderboard (BT ratings with CIs, gold judge) with its
+    win rate over the base policy; the summary carries both; the trackers get each method's
+    training rows under its own name."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["compare", "--policy", tiny_dir, "--methods", "reinforce,best_of_n", "--sample-budget", "8",
+                 "--batch-size", "8", "--eval-prompts", "4", "--max-new-tokens", "4", "--best-of-n", "4",
+                 "--output-dir", str(tmp_path), "--precision", "fp32", "--report-to", "tensorboard"]) == 0
+    run = tmp_path / "compare"
+    summary = json.loads((run / "summary.json").read_text())
+    board = summary["leaderboard"]
+    assert board["judge"] == "gold" and board["baseline"] == "base"
+    assert set(board["ratings"]) == {"base", "reinforce", "best_of_4"}
+    for w in summary["win_rates"]:
+        assert board["ratings"][w["a"]]["win_rate_over_baseline"] == {k: w[k] for k in ("win_rate", "ci_low", "ci_high")}
+    assert board["ratings"]["base"]["win_rate_over_baseline"] is None
+    for r in board["ratings"].values():
+        assert r["ci_low"] <= r["rating"] <= r["ci_high"] and r["battles"] == 2 * 4  # 4 prompts × 2 opponents
+    out = capsys.readouterr().out
+    assert "| rank | policy | BT rating (95% CI) | online Elo | battles | score rate | win rate over base (95% CI) |" in out
+    assert "| ≤ 0.64 (bound) |" in out and "| k1 " in out  # best-of-4's KL bound log 4 − 3/4; reinforce's k1
+    page = (run / "report.html").read_text()
+    assert "<th>win rate over base (95% CI)</th>" in page
+    tags = EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
+    assert "reinforce/loss/policy" in tags and "reinforce/compare/gold/mean" in tags and "base/compare/gold/mean" in tags

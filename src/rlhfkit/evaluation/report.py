@@ -169,7 +169,7 @@ def _headline_quickstart(s: dict) -> str:
             rows.append([label, _ci(e["base"]), _ci(e["final"]), _ci(e["improvement"])])
     if _is_ci(ev.get("kl_to_reference")):
         k3 = ev.get("kl_k3_to_reference")
-        rows.append(["KL to reference (nats)", "0", _esc(format_kl_ci(ev["kl_to_reference"], k3 if _is_ci(k3) else None)), ""])
+        rows.append(["KL to reference (nats)", "0", format_kl_ci(ev["kl_to_reference"], k3 if _is_ci(k3) else None), ""])
     if "response_length" in ev:
         rl = ev["response_length"]
         rows.append(["response tokens", f"{rl['base']:.1f}", f"{rl['final']:.1f}", f"{rl['final'] - rl['base']:+.1f}"])
@@ -187,7 +187,7 @@ def _headline_rl(s: dict) -> str:
             rows.append([key.replace("_", " "), _num(before.get(key, ""), fmt), _num(after[key], fmt)])
     if _is_number(after.get("kl_to_reference")):
         k3 = after.get("kl_k3_to_reference")
-        rows.append(["KL to reference (nats)", "", _esc(format_kl(after["kl_to_reference"], k3 if _is_number(k3) else None))])
+        rows.append(["KL to reference (nats)", "", format_kl(after["kl_to_reference"], k3 if _is_number(k3) else None)])
     return _table(["", "before", "after"], rows) if rows else ""
 
 
@@ -195,7 +195,7 @@ def _headline_compare(s: dict) -> str:
     rows = []
     for r in s.get("rows", []):
         k1, k3 = r.get("kl_to_reference"), r.get("kl_k3_to_reference")
-        kl = _esc(format_kl(k1, k3 if _is_number(k3) else None, bound=bool(r.get("kl_is_bound")))) if _is_number(k1) else ""
+        kl = format_kl(k1, k3 if _is_number(k3) else None, bound=bool(r.get("kl_is_bound"))) if _is_number(k1) else ""
         rows.append([r["method"], _ci(r["gold"]) if _is_ci(r.get("gold")) else "", kl,
                      _num(r.get("distinct_2"), "{:.3f}"), str(r.get("train_samples", "")), _num(r.get("seconds"), "{:.0f}")])
     return _table(["method", "gold reward (95% CI)", "KL to ref (nats)", "distinct-2", "train samples", "seconds"], rows)
@@ -244,14 +244,18 @@ def _leaderboard(s: dict, plots: "Plots") -> str:
     board = s.get("leaderboard")
     if not isinstance(board, dict) or not board.get("ratings"):
         return ""
+    baseline = board.get("baseline")
     rows = [[str(rank), name, f"{r['rating']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}]",
              f"{board['elo'].get(name, float('nan')):.0f}", str(r["battles"])]
+            + ([_ci(r["win_rate_over_baseline"], "win_rate", "{:.1%}") if _is_ci(r.get("win_rate_over_baseline")) else "-"]
+               if baseline else [])
             for rank, (name, r) in enumerate(board["ratings"].items(), start=1)]
     judge = f" judged by {_esc(board['judge'])}" if board.get("judge") else ""
     return (f"<h2>Leaderboard</h2><p>Bradley–Terry maximum-likelihood ratings on the Elo scale (mean 1000), "
             f"95% CI from {board.get('bootstrap_resamples', '?')} bootstrap refits; online Elo (K = 4) beside it; "
             f"{board.get('battles', '?')} battles{judge}.</p>"
-            + _table(["rank", "policy", "BT rating (95% CI)", "online Elo", "battles"], rows)
+            + _table(["rank", "policy", "BT rating (95% CI)", "online Elo", "battles"]
+                     + ([f"win rate over {baseline} (95% CI)"] if baseline else []), rows)
             + plots.leaderboard(board))
 
 

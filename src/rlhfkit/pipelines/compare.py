@@ -124,7 +124,10 @@ def run_compare(cfg: CompareConfig) -> dict:
     print()
     print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
     if summary["leaderboard"]:
-        print(format_leaderboard(summary["leaderboard"]))
+        board = summary["leaderboard"]
+        print(f"\nleaderboard of every method ({board['judge']} judge, {board['battles']} battles): Bradley–Terry "
+              f"ratings on the Elo scale with {board['bootstrap_resamples']}-resample bootstrap 95% CIs")
+        print(format_leaderboard(board))
     print(f"\nrun folder: {run.path}")
     write_report(run.path)
     return summary
