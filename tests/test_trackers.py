@@ -65,10 +65,10 @@ def tiny_dir(tmp_path, tiny_llama, tiny_tok):
     return str(path)
 
 
-def _rl(tmp_path, tiny_dir, report_to: str):
+def _rl(tmp_path, tiny_dir, report_to: str, *extra: str):
     assert main(["rl", "--policy", tiny_dir, "--algo", "reinforce", "--batch-size", "4", "--mini-batch-size", "4",
                  "--steps", "3", "--eval-prompts", "0", "--max-new-tokens", "4", "--output-dir", str(tmp_path),
-                 "--run-name", "r", "--precision", "fp32", "--checkpoint-every", "0", "--report-to", report_to]) == 0
+                 "--run-name", "r", "--precision", "fp32", "--checkpoint-every", "0", "--report-to", report_to, *extra]) == 0
     run = tmp_path / "r"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2] and all(r["stage"] == "rl" for r in rows)
@@ -89,6 +89,12 @@ def test_tensorboard_event_files_hold_the_metrics_of_metrics_jsonl(tmp_path, tin
     assert set(got) == set(expected)
     for key, value in expected.items():  # event files store float32
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-30), key
+    # --overwrite starts the trackers anew with metrics.jsonl: one event file, the new run's values
+    run, expected = _rl(tmp_path, tiny_dir, "tensorboard", "--overwrite", "--seed", "1")
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    got = {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-30)
 
 
 def _wandb_records(path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class RunDir:
         if overwrite:
             for stale in ("metrics.jsonl", "samples.jsonl"):
                 (self.path / stale).unlink(missing_ok=True)
+            for stale in ("tensorboard", "wandb"):  # the trackers' copies of the old metrics
+                shutil.rmtree(self.path / stale, ignore_errors=True)
 
     @property
     def checkpoints(self) -> Path:
