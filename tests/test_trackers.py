@@ -54,7 +54,7 @@ def test_bad_or_missing_tracker_fails_in_one_line_before_any_model_loads(tmp_pat
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "rlhfkit: error: --report-to wandb needs the wandb package, which is not installed: "
-        "pip install 'rlhfkit[wandb]' (W&B runs offline, in the run folder)"]
+        "pip install -e '.[wandb]' (rlhfkit's optional extra; W&B runs offline, in the run folder)"]
 
 
 @pytest.fixture()

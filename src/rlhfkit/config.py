@@ -355,7 +355,7 @@ def parse_report_to(value: str | list[str] | tuple[str, ...] | None) -> tuple[st
         raise ConfigError(f"--report-to: 'none' cannot stand beside a tracker (got {','.join(parts)})")
     chosen = tuple(dict.fromkeys(part for part in parts if part != "none"))
     packages = {"tensorboard": ("tensorboard", "pip install tensorboard"),
-                "wandb": ("wandb", "pip install 'rlhfkit[wandb]' (W&B runs offline, in the run folder)")}
+                "wandb": ("wandb", "pip install -e '.[wandb]' (rlhfkit's optional extra; W&B runs offline, in the run folder)")}
     for tracker in chosen:
         package, how = packages[tracker]
         if importlib.util.find_spec(package) is None:
