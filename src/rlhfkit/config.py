@@ -335,6 +335,19 @@ class RunOptions:
 
 
 @dataclass
+class ResumeOptions:
+    """Checkpoints a killed run continues from (trainers/checkpoint.py)."""
+
+    help_group: ClassVar[str] = "run folder"
+    help_terms: ClassVar[dict[str, str]] = {"resumed": "from its latest checkpoint"}
+
+    resume: bool = False
+    """continue the run in its existing folder {resumed}"""
+    checkpoint_every: int = 10
+    """save a resumable checkpoint every N optimiser steps (0: only when training ends)"""
+
+
+@dataclass
 class DeviceOptions:
     """Where the models run."""
 

@@ -21,6 +21,7 @@ from rlhfkit.config import (
     LoRAOptions,
     ModelOptions,
     OptimizerOptions,
+    ResumeOptions,
     RunOptions,
     SeedOptions,
     SkipInvalidOptions,
@@ -50,7 +51,7 @@ class TaskPolicyOptions:
 
 
 @dataclass
-class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
+class RMConfig(RewardTrainConfig, DataFileOptions, ResumeOptions, RunOptions, DeviceOptions):
     """Reward-model training from pairwise, ranking, rating, thumbs or rewrite feedback.
     An RMConfig is the RewardTrainConfig of its training."""
 
@@ -95,7 +96,7 @@ class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
 
 @dataclass
 class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, OptimizerOptions, LoRAAdapterOptions,
-                       RunOptions, ComputeOptions, SeedOptions):
+                       ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """The whole RLHF loop on one built-in task with the embedded defaults. Its PPO stage is the
     RLConfig of --algo ppo with this config's rollout, KL, optimiser and seed fields."""
 
@@ -154,7 +155,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 
 
 @dataclass
-class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOptions, ComputeOptions):
+class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
     help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
@@ -167,10 +168,6 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOpti
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
-    resume: bool = False
-    """continue from the run folder's last checkpoint"""
-    checkpoint_every: int = 10
-    """save a resumable checkpoint every N steps (0: only at the end)"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
 
@@ -180,7 +177,7 @@ MULTI_EPOCH_ALGORITHMS = tuple(algo for algo, defaults in ALGO_DEFAULTS.items() 
 
 
 @dataclass
-class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, RunOptions, ComputeOptions, SeedOptions):
+class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """`rlhfkit compare`: several alignment methods on one task at matched sample budgets. Each
     online method's RLConfig is its --algo defaults with this config's rollout, optimiser and seed
     fields (`rl_config`)."""

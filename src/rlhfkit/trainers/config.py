@@ -20,6 +20,7 @@ from rlhfkit.config import (
     LoRAOptions,
     ModelOptions,
     OptimizerOptions,
+    ResumeOptions,
     RunOptions,
     SeedOptions,
 )
@@ -218,7 +219,7 @@ class RewardTrainConfig(EpochOptions, AdamWOptions, SeedOptions):
 
 @dataclass
 class OfflineTrainOptions(ModelOptions, DataFileOptions, ChatOptions, EpochOptions, LoRAOptions, AdamWOptions,
-                          RunOptions, ComputeOptions, SeedOptions):
+                          ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """What SFT and DPO share: a model trained on a data file in epochs of gradient-accumulated
     steps, LoRA or full, under a warmed-up schedule, with periodic evaluation. A subclass sets
     `defaults_by`: the learning rate's default per --lora."""
