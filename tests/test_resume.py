@@ -131,3 +131,35 @@ def test_sft_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
     def check_cut(run):
         assert 0 < _pointer_step(run / "checkpoints") < 54  # killed in the middle
     _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints") >= 6, check_cut)
+
+
+def _pairs(n: int) -> list[dict]:
+    return [{"prompt": _phrase(i), "chosen": _phrase(i + 3, 2), "rejected": _phrase(i + 11, 2)} for i in range(n)]
+
+
+def _cut_between(low: int, high: int):
+    def check(run: Path) -> None:
+        assert low <= _pointer_step(run / "checkpoints") < high, "killed in the middle"
+    return check
+
+
+@pytest.mark.parametrize("loss", ["dpo", "kto"])
+def test_dpo_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir, loss):
+    data = _write(tmp_path / "pairs.jsonl", _pairs(20))
+    # full fine-tuning with reference log-probs computed once up front: after the resume the
+    # policy is no longer π_ref, so those log-probs must come from the checkpoint
+    args = ["dpo", "--loss", loss, "--data", data, "--model", tiny_dir, "--eval-fraction", "0.2", "--max-steps", "40",
+            "--batch-size", "2", "--micro-batch-size", "1", "--no-lora", "--learning-rate", "0.001", "--beta", "0.5",
+            "--checkpoint-every", "2", "--precision", "fp32", "--device", "cpu"]
+    _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints") >= 4,
+                 _cut_between(4, 40))
+
+
+def test_rm_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
+    rows = [{"prompt": _phrase(i), "chosen": "great acting and a fine story", "rejected": "terrible plot boring and slow"}
+            for i in range(24)]
+    data = _write(tmp_path / "prefs.jsonl", rows)
+    args = ["rm", "--data", data, "--kind", "pairwise", "--backbone", tiny_dir, "--eval-fraction", "0.25", "--epochs", "8",
+            "--batch-size", "2", "--max-length", "32", "--checkpoint-every", "2", "--ensemble", "2", "--device", "cpu"]
+    _resume_test(tmp_path, args, "reward_model", lambda run: _pointer_step(run / "checkpoints") >= 4,
+                 _cut_between(4, 72))
