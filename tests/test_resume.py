@@ -163,3 +163,15 @@ def test_rm_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
             "--batch-size", "2", "--max-length", "32", "--checkpoint-every", "2", "--ensemble", "2", "--device", "cpu"]
     _resume_test(tmp_path, args, "reward_model", lambda run: _pointer_step(run / "checkpoints") >= 4,
                  _cut_between(4, 72))
+
+
+def test_rl_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
+    args = ["rl", "--policy", tiny_dir, "--algo", "ppo", "--task", "sentiment", "--batch-size", "4", "--mini-batch-size", "2",
+            "--steps", "14", "--ppo-epochs", "2", "--eval-prompts", "4", "--max-new-tokens", "4", "--checkpoint-every", "2", "--target-kl", "1",
+            "--kl-horizon", "50", "--precision", "fp32", "--device", "cpu"]
+    run = _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints") >= 4,
+                       _cut_between(4, 14))
+    whole = json.loads((tmp_path / "runs" / "whole" / "summary.json").read_text())
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["before"] == whole["before"] and resumed["after"] == whole["after"]
+    assert (run / "samples.jsonl").read_text() == (tmp_path / "runs" / "whole" / "samples.jsonl").read_text()

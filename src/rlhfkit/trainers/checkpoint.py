@@ -16,6 +16,7 @@ was taken: resuming cuts the logs back to that size, so rows of steps after the 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -152,6 +153,19 @@ class Checkpointer:
         set_rng_states(state["rng"])
         truncate_logs(state["log_sizes"])
         return state
+
+
+    def save_extra(self, name: str, value: Any) -> None:
+        """A JSON result computed once before training (e.g. the base policy's evaluation), kept
+        beside the checkpoints so a resumed run need not (and, once the weights moved, could
+        not) compute it again."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(value, ensure_ascii=False)
+        write_atomic(self.folder / f"{name}.json", lambda fh: fh.write(text.encode("utf-8")))
+
+    def load_extra(self, name: str) -> Any:
+        path = self.folder / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
 
 class EpochCursor:
