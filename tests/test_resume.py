@@ -78,20 +78,25 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time/") and k != "seconds"} for r in rows]
 
 
+def _flat_tensors(value, prefix: str, out: dict) -> None:
+    if isinstance(value, torch.Tensor):
+        out[prefix] = value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _flat_tensors(v, f"{prefix}.{k}", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _flat_tensors(v, f"{prefix}.{i}", out)
+
+
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor saved under `folder` (safetensors files and torch .pt files), by file and name."""
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for path in sorted(folder.rglob("*")):
         if path.suffix == ".safetensors":
             out.update({f"{path.relative_to(folder)}:{k}": v for k, v in load_file(path).items()})
         elif path.suffix == ".pt":
-            saved = torch.load(path, weights_only=False)
-            flat = saved if isinstance(saved, dict) else {"": saved}
-            for k, v in flat.items():
-                if isinstance(v, dict):
-                    out.update({f"{path.relative_to(folder)}:{k}.{kk}": vv for kk, vv in v.items()})
-                else:
-                    out[f"{path.relative_to(folder)}:{k}"] = v
+            _flat_tensors(torch.load(path, weights_only=False), str(path.relative_to(folder)), out)
     assert out, f"no tensors under {folder}"
     return out
 
@@ -175,3 +180,86 @@ def test_rl_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["before"] == whole["before"] and resumed["after"] == whole["after"]
     assert (run / "samples.jsonl").read_text() == (tmp_path / "runs" / "whole" / "samples.jsonl").read_text()
+
+
+def test_quickstart_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
+    args = ["quickstart", "--policy", tiny_dir, "--reward-backbone", tiny_dir, "--rm-prompts", "16", "--rm-epochs", "2",
+            "--rm-batch-size", "4", "--ppo-steps", "12", "--batch-size", "4", "--mini-batch-size", "4", "--eval-prompts", "4",
+            "--eval-samples-per-prompt", "1", "--max-new-tokens", "4", "--checkpoint-every", "2", "--precision", "fp32",
+            "--device", "cpu"]
+
+    def check_cut(run):
+        stages = json.loads((run / "stages.json").read_text())
+        assert list(stages) == ["pairs", "reward_model"]  # killed inside PPO: two stages finished
+        assert 2 <= _pointer_step(run / "checkpoints" / "ppo") < 12
+    run = _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints" / "ppo") >= 2,
+                       check_cut)
+    whole = tmp_path / "runs" / "whole"
+    assert _tensors(run / "reward_model").keys() == _tensors(whole / "reward_model").keys()
+    assert (run / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
+    assert (run / "preferences.jsonl").read_text() == (whole / "preferences.jsonl").read_text()
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (run, whole))
+    assert a["evaluation"] == b["evaluation"] and a["reward_model"] == b["reward_model"]
+
+
+def test_quickstart_resume_reuses_a_finished_reward_model(tmp_path, tiny_dir):
+    """Killed after the reward model was saved, before PPO's first checkpoint: the resumed run
+    loads reward_model/ instead of training it again."""
+    args = ["quickstart", "--policy", tiny_dir, "--reward-backbone", tiny_dir, "--rm-prompts", "16", "--rm-epochs", "1",
+            "--ppo-steps", "6", "--batch-size", "4", "--mini-batch-size", "4", "--eval-prompts", "4",
+            "--eval-samples-per-prompt", "1", "--max-new-tokens", "4", "--checkpoint-every", "0", "--precision", "fp32",
+            "--device", "cpu", "--output-dir", str(tmp_path / "runs"), "--run-name", "q"]
+    run = tmp_path / "runs" / "q"
+    assert main(args) == 0
+    stages = json.loads((run / "stages.json").read_text())
+    del stages["ppo"]  # as if killed in PPO before its first checkpoint
+    (run / "stages.json").write_text(json.dumps(stages))
+    for folder in (run / "checkpoints" / "ppo").iterdir():
+        folder.unlink() if folder.is_file() else __import__("shutil").rmtree(folder)
+    before = _tensors(run / "reward_model")
+    weights = _tensors(run / "checkpoints" / "final")
+    metrics = _metrics(run)
+    assert main(args + ["--resume"]) == 0
+    after = _tensors(run / "reward_model")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert _metrics(run) == metrics  # the PPO rows were cut back and logged again, once
+    assert all(torch.equal(v, _tensors(run / "checkpoints" / "final")[k]) for k, v in weights.items())
+
+
+def test_compare_resumes_after_sigkill_keeping_finished_methods(tmp_path, tiny_dir):
+    args = ["compare", "--policy", tiny_dir, "--methods", "rloo,ppo,dpo,best_of_n", "--sample-budget", "64",
+            "--batch-size", "4", "--eval-prompts", "4", "--max-new-tokens", "4", "--best-of-n", "2",
+            "--checkpoint-every", "2", "--precision", "fp32", "--device", "cpu"]
+
+    def killed_inside_ppo(run):
+        stages = run / "stages.json"
+        return stages.exists() and "rloo" in json.loads(stages.read_text()) and _pointer_step(run / "checkpoints" / "ppo") >= 2
+
+    def check_cut(run):
+        assert list(json.loads((run / "stages.json").read_text())) == ["base", "rloo"]
+        assert 2 <= _pointer_step(run / "checkpoints" / "ppo") < 16
+    run = _resume_test(tmp_path, args, "checkpoints/ppo", killed_inside_ppo, check_cut)
+    whole = tmp_path / "runs" / "whole"
+    assert (run / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (run, whole))
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(a["rows"]) == drop(b["rows"]) and a["win_rates"] == b["win_rates"]
+
+
+def test_eval_sample_resumes_after_sigkill_keeping_finished_policies(tmp_path, tiny_dir):
+    args = ["eval", "sample", "--policies", f"a={tiny_dir},b={tiny_dir},c={tiny_dir}", "--task", "sentiment",
+            "--n-prompts", "48", "--max-new-tokens", "12", "--chat", "no", "--precision", "fp32", "--device", "cpu"]
+    whole = ["--output-dir", str(tmp_path / "runs"), "--run-name", "whole"]
+    cut = ["--output-dir", str(tmp_path / "runs"), "--run-name", "cut"]
+    assert main(args + whole) == 0
+    run = tmp_path / "runs" / "cut"
+    _killed_run(args + cut, lambda: (run / "samples" / "a.meta.json").exists())
+    assert not (run / "samples" / "c.meta.json").exists()  # killed before the last policy was done
+    assert main(args + cut + ["--resume"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["policies"]["a"]["cached"] and not summary["policies"]["c"]["cached"]
+    for name in "abc":
+        assert (run / "samples" / f"{name}.jsonl").read_text() == (tmp_path / "runs" / "whole" / "samples" / f"{name}.jsonl").read_text()
+    assert not list((run / "samples").glob("*.tmp"))
+    # --resume of a folder that does not exist is a one-line error
+    assert main(args + ["--output-dir", str(tmp_path / "runs"), "--run-name", "nothing-here", "--resume"]) == 2

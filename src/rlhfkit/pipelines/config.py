@@ -60,6 +60,7 @@ class RMConfig(RewardTrainConfig, DataFileOptions, ResumeOptions, RunOptions, De
         "rows": "--kind rows", "held_out": "whole prompts at a time", "models": "the reward model",
         "seeded": "shuffling, the held-out split and head initialisation",
     }
+    limits: ClassVar[dict[str, str]] = {"ensemble": ">= 1", "uncertainty_penalty": ">= 0", "max_length": ">= 8"}
 
     kind: LabelKind = "pairwise"
     """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original)"""
@@ -103,6 +104,12 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer plays the human labeller and judges base vs final",
         "per_prompt": "PPO samples each prompt once", "trained": "the LoRA adapter and the value head (PPO)",
+        "resumed": "(finished stages kept, the unfinished one from its latest checkpoint)",
+    }
+    limits: ClassVar[dict[str, str]] = {
+        "rm_prompts": ">= 10", "label_temperature": "> 0", "rm_eval_fraction": "(0, 1)", "rm_epochs": ">= 1",
+        "rm_batch_size": ">= 1", "rm_learning_rate": "> 0", "ppo_steps": ">= 1", "eval_prompts": ">= 2",
+        "eval_samples_per_prompt": ">= 1",
     }
 
     reward_backbone: str = "all-minilm-l6-v2"
@@ -163,6 +170,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
     }
+    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0"}
 
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
@@ -190,7 +198,10 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, ResumeO
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
         "per_prompt": "prompts per iteration = batch_size / the method's group size",
         "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate)",
+        "resumed": "(finished methods kept, the unfinished one from its latest checkpoint)",
     }
+    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "best_of_n": ">= 1",
+                                        "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
     """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dpo, best_of_n"""
@@ -232,6 +243,9 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     """Sample responses for a file of prompts."""
 
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
+    limits: ClassVar[dict[str, str]] = {"temperature": "> 0", "top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
+                                        "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
+                                        "limit": ">= 0"}
 
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME for a built-in task's test prompts"""

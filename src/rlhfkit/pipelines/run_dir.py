@@ -74,7 +74,7 @@ class RunDir:
         """Checkpoints in checkpoints/ (or checkpoints/<sub>/) every `every` steps; a resume
         without one cuts the logs back to `start_sizes` (default: empty)."""
         return Checkpointer(self.checkpoints / sub if sub else self.checkpoints, every, self.logs,
-                            start_sizes=start_sizes if start_sizes is not None else {str(p): 0 for p in self.logs})
+                            start_sizes=start_sizes if start_sizes is not None else {p.name: 0 for p in self.logs})
 
     def save_config(self, cfg: Any) -> None:
         save_config(cfg, self.path / "config.yaml")
@@ -116,12 +116,12 @@ class Stages:
         """The logs' sizes when the last finished stage ended (empty logs before the first)."""
         if self.done:
             return list(self.done.values())[-1]["log_sizes"]
-        return {str(p): 0 for p in self.run.logs}
+        return {p.name: 0 for p in self.run.logs}
 
     def begin(self) -> dict[str, int]:
         """Cut the logs back to where the last finished stage left them; returns those sizes."""
         sizes = self.start_sizes()
-        truncate_logs(sizes)
+        truncate_logs(self.run.logs, sizes)
         return sizes
 
     def finish(self, name: str, result: Any) -> None:

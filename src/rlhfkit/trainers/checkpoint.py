@@ -68,15 +68,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def log_sizes(paths: Iterable[Path]) -> dict[str, int]:
-    """Byte size of each log file (0 when it does not exist yet)."""
-    return {str(p): (p.stat().st_size if p.exists() else 0) for p in paths}
+    """Byte size of each log file (0 when it does not exist yet), by file name (so that a run
+    folder can be moved and still resume)."""
+    return {p.name: (p.stat().st_size if p.exists() else 0) for p in paths}
 
 
-def truncate_logs(sizes: dict[str, int]) -> None:
+def truncate_logs(paths: Iterable[Path], sizes: dict[str, int]) -> None:
     """Cut each log back to its recorded size: the rows written after it are dropped."""
-    for name, size in sizes.items():
-        path = Path(name)
-        if path.exists() and path.stat().st_size > size:
+    for path in paths:
+        size = sizes.get(path.name)
+        if size is not None and path.exists() and path.stat().st_size > size:
             with open(path, "r+b") as fh:
                 fh.truncate(size)
 
@@ -147,11 +148,11 @@ class Checkpointer:
         path = self.latest()
         if path is None:
             if self.start_sizes is not None:
-                truncate_logs(self.start_sizes)
+                truncate_logs(self.logs, self.start_sizes)
             return None
         state = torch.load(path, map_location=device, weights_only=False)
         set_rng_states(state["rng"])
-        truncate_logs(state["log_sizes"])
+        truncate_logs(self.logs, state["log_sizes"])
         return state
 
 
