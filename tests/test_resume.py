@@ -129,12 +129,12 @@ def _resume_test(tmp_path: Path, args: list[str], weights: str, ready_for, expec
 
 def test_sft_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
     data = _write(tmp_path / "sft.jsonl", [{"prompt": _phrase(i), "completion": _phrase(i + 5, 2)} for i in range(24)])
-    args = ["sft", "--data", data, "--model", tiny_dir, "--eval-fraction", "0.25", "--epochs", "6", "--batch-size", "2",
+    args = ["sft", "--data", data, "--model", tiny_dir, "--eval-fraction", "0.25", "--epochs", "4", "--batch-size", "2",
             "--micro-batch-size", "1", "--learning-rate", "0.01", "--lora-r", "4", "--checkpoint-every", "3",
             "--eval-every", "5", "--precision", "fp32", "--device", "cpu"]
 
     def check_cut(run):
-        assert 0 < _pointer_step(run / "checkpoints") < 54  # killed in the middle
+        assert 0 < _pointer_step(run / "checkpoints") < 36  # killed in the middle
     _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints") >= 6, check_cut)
 
 
@@ -164,18 +164,18 @@ def test_rm_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
     rows = [{"prompt": _phrase(i), "chosen": "great acting and a fine story", "rejected": "terrible plot boring and slow"}
             for i in range(24)]
     data = _write(tmp_path / "prefs.jsonl", rows)
-    args = ["rm", "--data", data, "--kind", "pairwise", "--backbone", tiny_dir, "--eval-fraction", "0.25", "--epochs", "8",
+    args = ["rm", "--data", data, "--kind", "pairwise", "--backbone", tiny_dir, "--eval-fraction", "0.25", "--epochs", "5",
             "--batch-size", "2", "--max-length", "32", "--checkpoint-every", "2", "--ensemble", "2", "--device", "cpu"]
     _resume_test(tmp_path, args, "reward_model", lambda run: _pointer_step(run / "checkpoints") >= 4,
-                 _cut_between(4, 72))
+                 _cut_between(4, 45))
 
 
 def test_rl_resumes_after_sigkill_as_if_never_stopped(tmp_path, tiny_dir):
     args = ["rl", "--policy", tiny_dir, "--algo", "ppo", "--task", "sentiment", "--batch-size", "4", "--mini-batch-size", "2",
-            "--steps", "14", "--ppo-epochs", "2", "--eval-prompts", "4", "--max-new-tokens", "4", "--checkpoint-every", "2", "--target-kl", "1",
+            "--steps", "10", "--ppo-epochs", "2", "--eval-prompts", "4", "--max-new-tokens", "4", "--checkpoint-every", "2", "--target-kl", "1",
             "--kl-horizon", "50", "--precision", "fp32", "--device", "cpu"]
     run = _resume_test(tmp_path, args, "checkpoints/final", lambda run: _pointer_step(run / "checkpoints") >= 4,
-                       _cut_between(4, 14))
+                       _cut_between(4, 10))
     whole = json.loads((tmp_path / "runs" / "whole" / "summary.json").read_text())
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["before"] == whole["before"] and resumed["after"] == whole["after"]
@@ -227,7 +227,7 @@ def test_quickstart_resume_reuses_a_finished_reward_model(tmp_path, tiny_dir):
 
 
 def test_compare_resumes_after_sigkill_keeping_finished_methods(tmp_path, tiny_dir):
-    args = ["compare", "--policy", tiny_dir, "--methods", "rloo,ppo,dpo,best_of_n", "--sample-budget", "64",
+    args = ["compare", "--policy", tiny_dir, "--methods", "rloo,ppo,dpo,best_of_n", "--sample-budget", "32",
             "--batch-size", "4", "--eval-prompts", "4", "--max-new-tokens", "4", "--best-of-n", "2",
             "--checkpoint-every", "2", "--precision", "fp32", "--device", "cpu"]
 
@@ -237,7 +237,7 @@ def test_compare_resumes_after_sigkill_keeping_finished_methods(tmp_path, tiny_d
 
     def check_cut(run):
         assert list(json.loads((run / "stages.json").read_text())) == ["base", "rloo"]
-        assert 2 <= _pointer_step(run / "checkpoints" / "ppo") < 16
+        assert 2 <= _pointer_step(run / "checkpoints" / "ppo") < 8
     run = _resume_test(tmp_path, args, "checkpoints/ppo", killed_inside_ppo, check_cut)
     whole = tmp_path / "runs" / "whole"
     assert (run / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()

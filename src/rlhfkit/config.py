@@ -20,7 +20,7 @@ config built from a config's fields (quickstart's RLConfig) is made by `derive_c
 - `limits`: the range of each numeric field, e.g. `{"batch_size": ">= 1", "top_p": "(0, 1]"}`,
   declared by the piece that declares the field. `build_config` and `derive_config` check every
   value against it before the config is made (so before any model loads, and before a
-  `__post_init__` could divide by a zero); --help shows it.
+  `__post_init__` could divide by a zero); the error states the range.
 
 Values are layered: dataclass default < `--config file.yaml` < explicit command-line flags.
 Derived values and the checks that involve several fields live in the dataclass's
@@ -242,7 +242,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
     fields come first, under "<cls> options", the most derived class's first; then each piece's
     `help_group`, basic fields first (device before precision)."""
     docs = field_docs(cls)
-    limits = class_mapping(cls, "limits")
     hints = typing.get_type_hints(cls)
     own = f"{cls.__name__} options"
     groups: dict[str, list] = {own: []}
@@ -259,9 +258,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
     for title in sorted(groups, key=rank):
         group = parser.add_argument_group(title)
         for _, f in sorted(groups[title], key=lambda entry: entry[0]):  # stable: declaration order in a class
-            limit = limits.get(f.name)
-            doc = docs.get(f.name, "") + (f"; {limit.strip()}" if limit else "")
-            _add_argument(group, f, hints[f.name], doc, default_help(cls, f))
+            _add_argument(group, f, hints[f.name], docs.get(f.name, ""), default_help(cls, f))
 
 
 def _add_argument(group, f: dataclasses.Field, annotation: Any, doc: str, default_text: str) -> None:
