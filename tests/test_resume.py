@@ -263,3 +263,71 @@ def test_eval_sample_resumes_after_sigkill_keeping_finished_policies(tmp_path, t
     assert not list((run / "samples").glob("*.tmp"))
     # --resume of a folder that does not exist is a one-line error
     assert main(args + ["--output-dir", str(tmp_path / "runs"), "--run-name", "nothing-here", "--resume"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces
+
+
+def test_pointer_names_the_newest_complete_checkpoint_and_old_ones_are_pruned(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    ckpt = Checkpointer(tmp_path / "ckpt", every=2, logs=[log], keep=2)
+    assert ckpt.latest() is None and ckpt.load() is None
+    for step in (2, 4, 6):
+        log.write_text("x\n" * step)
+        ckpt.save(step, {"value": torch.tensor([float(step)])})
+    assert (tmp_path / "ckpt" / "latest").read_text() == "step-000006\n"
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("step-*")) == ["step-000004", "step-000006"]
+    # a write that died before its rename leaves only a .tmp file: the pointer still names step 6
+    (tmp_path / "ckpt" / "step-000008").mkdir()
+    (tmp_path / "ckpt" / "step-000008" / "trainer_state.pt.tmp").write_bytes(b"half a file")
+    log.write_text("x\n" * 7)  # a row of step 7, logged after the checkpoint
+    state = ckpt.load()
+    assert state["step"] == 6 and state["value"].item() == 6.0
+    assert log.read_text() == "x\n" * 6  # cut back to the checkpoint
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))  # the pointer itself was replaced whole
+
+
+def test_a_resume_without_checkpoint_cuts_the_logs_to_where_training_began(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("earlier stage\nhalf of this one\n")
+    ckpt = Checkpointer(tmp_path / "ckpt", logs=[log], start_sizes={"metrics.jsonl": len("earlier stage\n")})
+    assert ckpt.load() is None
+    assert log.read_text() == "earlier stage\n"
+
+
+def test_checkpoint_restores_the_random_number_generators(tmp_path):
+    import random
+
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    random.seed(3)
+    torch.manual_seed(3)
+    ckpt.save(1, {})
+    expected = (random.random(), torch.rand(2))
+    random.seed(99)
+    torch.manual_seed(99)
+    ckpt.load()
+    assert random.random() == expected[0] and torch.equal(torch.rand(2), expected[1])
+
+
+def test_epoch_cursor_resumed_mid_epoch_gives_the_same_batches():
+    whole = EpochCursor(7, 3, seed=5)
+    straight = [whole.next_batch() for _ in range(8)]  # 3 batches per epoch, into the third epoch
+    first = EpochCursor(7, 3, seed=5)
+    head = [first.next_batch() for _ in range(4)]
+    resumed = EpochCursor(7, 3, seed=5)
+    resumed.load(first.state())
+    assert head + [resumed.next_batch() for _ in range(4)] == straight
+    assert [epoch for epoch, _, _ in straight] == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert all(sorted(i for _, b, _ in straight[e * 3:(e + 1) * 3] for i in b) == list(range(7)) for e in (0, 1))
+
+
+def test_resuming_with_other_options_says_which(tmp_path, capsys):
+    from rlhfkit.pipelines.run_dir import RunDir
+    from rlhfkit.trainers.config import SFTConfig
+
+    RunDir(tmp_path, "r").save_config(SFTConfig(data="a.jsonl", max_steps=6))
+    RunDir(tmp_path, "r", resume=True).save_config(SFTConfig(data="a.jsonl", max_steps=6, resume=True))
+    assert "warning" not in capsys.readouterr().out
+    RunDir(tmp_path, "r", resume=True).save_config(SFTConfig(data="a.jsonl", max_steps=8, seed=1, resume=True))
+    assert "options that differ from the first run's (max_steps, seed)" in capsys.readouterr().out

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import save_config
+import yaml
+
+from rlhfkit.config import config_to_dict, save_config
 from rlhfkit.trainers.checkpoint import Checkpointer, log_sizes, truncate_logs, write_atomic
 
 
@@ -77,7 +79,15 @@ class RunDir:
                             start_sizes=start_sizes if start_sizes is not None else {p.name: 0 for p in self.logs})
 
     def save_config(self, cfg: Any) -> None:
-        save_config(cfg, self.path / "config.yaml")
+        """Write config.yaml; on --resume first say which options differ from the first run's."""
+        path = self.path / "config.yaml"
+        if getattr(cfg, "resume", False) and path.is_file():
+            before = yaml.safe_load(path.read_text()) or {}
+            changed = sorted(k for k, v in config_to_dict(cfg).items() if k != "resume" and k in before and before[k] != v)
+            if changed:
+                print(f"[rlhfkit] warning: resuming with options that differ from the first run's ({', '.join(changed)}); "
+                      "the result will not equal an uninterrupted run", flush=True)
+        save_config(cfg, path)
 
     def _append(self, filename: str, row: dict) -> None:
         with open(self.path / filename, "a", encoding="utf-8") as fh:
