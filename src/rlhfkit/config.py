@@ -190,11 +190,6 @@ def check_limits(cls: type, values: Mapping[str, Any]) -> None:
             raise ConfigError(f"{flag} must {_describe_limit(limit)}, got {value}")
 
 
-def check_config_limits(cfg: Any) -> None:
-    """`check_limits` on every field of a built config (e.g. one made in Python)."""
-    check_limits(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
-
-
 def default_help(cls: type, f: dataclasses.Field) -> str:
     """The "(default: ...)" that --help shows for field `f` of `cls`."""
     default = f.default if f.default is not dataclasses.MISSING else (

@@ -243,7 +243,8 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     """Sample responses for a file of prompts."""
 
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
-    limits: ClassVar[dict[str, str]] = {"temperature": "> 0", "top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
+    # temperature: `_check_sampling` says it with a hint (greedy for argmax decoding)
+    limits: ClassVar[dict[str, str]] = {"top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
                                         "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
                                         "limit": ">= 0"}
 
