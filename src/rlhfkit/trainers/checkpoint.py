@@ -141,16 +141,17 @@ class Checkpointer:
         path = self.folder / pointer.read_text().strip() / STATE_FILE
         return path if path.is_file() else None
 
-    def load(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    def load(self) -> dict[str, Any] | None:
         """The latest checkpoint's state with the RNG states restored and the logs cut back to
         where they were when it was written; None when there is none (the logs cut back to
-        start_sizes)."""
+        start_sizes). Tensors come back on the CPU (RNG states must be CPU tensors; `copy_into`
+        and `Optimizer.load_state_dict` move the rest to their parameters' device)."""
         path = self.latest()
         if path is None:
             if self.start_sizes is not None:
                 truncate_logs(self.logs, self.start_sizes)
             return None
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
         set_rng_states(state["rng"])
         truncate_logs(self.logs, state["log_sizes"])
         return state

@@ -72,7 +72,7 @@ def resume_offline(trainer, checkpointer: Checkpointer | None, resume: bool) -> 
     state (None: nothing to resume from, the run starts at step 0)."""
     if not resume or checkpointer is None:
         return None
-    state = checkpointer.load(trainer.device)
+    state = checkpointer.load()
     if state is not None:
         restore_offline_state(trainer, state)
     return state

@@ -496,7 +496,7 @@ class OnlineTrainer:
 
     def load_checkpoint(self, checkpointer: Checkpointer) -> bool:
         """Continue from the latest checkpoint (False: there is none; the trainer is unchanged)."""
-        state = checkpointer.load(self.device)
+        state = checkpointer.load()
         if state is None:
             return False
         copy_into(self.trainable, state["trainable"])

@@ -428,7 +428,7 @@ def train_reward_model(
     cursor = EpochCursor(len(train_pairs), config.batch_size, config.seed)
     total = config.epochs * math.ceil(len(train_pairs) / config.batch_size)
     step, result, epoch_rows = 0, {}, []
-    state = checkpointer.load(next(rm.parameters()).device) if resume and checkpointer is not None else None
+    state = checkpointer.load() if resume and checkpointer is not None else None
     if state is not None:
         copy_into(trainable, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
