@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,8 +215,7 @@ def test_quickstart_resume_reuses_a_finished_reward_model(tmp_path, tiny_dir):
     stages = json.loads((run / "stages.json").read_text())
     del stages["ppo"]  # as if killed in PPO before its first checkpoint
     (run / "stages.json").write_text(json.dumps(stages))
-    for folder in (run / "checkpoints" / "ppo").iterdir():
-        folder.unlink() if folder.is_file() else __import__("shutil").rmtree(folder)
+    shutil.rmtree(run / "checkpoints" / "ppo")
     before = _tensors(run / "reward_model")
     weights = _tensors(run / "checkpoints" / "final")
     metrics = _metrics(run)
