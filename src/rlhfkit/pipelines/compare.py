@@ -19,9 +19,9 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
-from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl_estimates
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.evaluation.tables import compare_table
+from rlhfkit.evaluation.tables import compare_table, format_kl
 from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
@@ -100,10 +100,11 @@ def run_compare(cfg: CompareConfig) -> dict:
             saved = _method(cfg, method, task, device, dtype, train_prompts, eval_prompts, run, base, tokenizer,
                             checkpointer)
             saved["row"]["seconds"] = round(time.perf_counter() - start, 1)
-            if "kl_is_bound" not in saved["row"]:
-                run.log_metrics({"stage": "compare", **saved["row"]})
-            print(f"[rlhfkit] {saved['row']['method']}: gold {saved['row']['gold']['mean']:+.3f}, "
-                  f"KL {saved['row']['kl_to_reference']:.2f}, {saved['row']['seconds']:.0f}s")
+            row = saved["row"]
+            if "kl_is_bound" not in row:
+                run.log_metrics({"stage": "compare", **row})
+                print(f"[rlhfkit] {row['method']}: gold {row['gold']['mean']:+.3f}, "
+                      f"KL {format_kl(row['kl_to_reference'], row['kl_k3_to_reference'])}, {row['seconds']:.0f}s")
             stages.finish(method, saved)
         rows.append(saved["row"])
         texts_by_method[saved["row"]["method"]] = saved["texts"]
@@ -120,8 +121,9 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, f"evaluating {name}",
                                         chat=task.chat, compute_dtype=dtype, generator=gen)
         metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
-        kl = sequence_kl(policy, rollouts, dtype) if has_adapter else [0.0]
-        return {"row": {"method": name, **metrics, "kl_to_reference": sum(kl) / len(kl), "train_samples": samples},
+        kl = sequence_kl_estimates(policy, rollouts, dtype) if has_adapter else {"k1": [0.0], "k3": [0.0]}
+        return {"row": {"method": name, **metrics, "kl_to_reference": sum(kl["k1"]) / len(kl["k1"]),
+                        "kl_k3_to_reference": sum(kl["k3"]) / len(kl["k3"]), "train_samples": samples},
                 "texts": texts}
 
     if method == "base":
@@ -147,12 +149,16 @@ def _summarise(cfg: CompareConfig, run: RunDir, task, device, dtype, eval_prompt
                "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows,
                **gold_rankings(eval_prompts, texts_by_method, task.gold, cfg.seed)}
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print()
     print(compare_table(rows))
     print()
     print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
     if summary["leaderboard"]:
-        print(format_leaderboard(summary["leaderboard"]))
+        board = summary["leaderboard"]
+        print(f"\nleaderboard of every method ({board['judge']} judge, {board['battles']} battles): Bradley–Terry "
+              f"ratings on the Elo scale with {board['bootstrap_resamples']}-resample bootstrap 95% CIs")
+        print(format_leaderboard(board))
     print(f"\nrun folder: {run.path}")
     write_report(run.path)
     return summary

@@ -1,18 +1,21 @@
 """A run's folder: runs/<name>/ with config.yaml, metrics.jsonl, samples.jsonl, summary.json,
 checkpoints/ (and stages.json for multi-stage runs). Files that are rewritten are written
-atomically (temp file, fsync, rename: trainers/checkpoint.py)."""
+atomically (temp file, fsync, rename: trainers/checkpoint.py). Metrics rows also go to the
+trackers the run's config names in report_to (pipelines/trackers.py)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rlhfkit.config import config_to_dict, save_config
+from rlhfkit.config import config_to_dict, parse_report_to, save_config
+from rlhfkit.pipelines.trackers import Trackers
 from rlhfkit.trainers.checkpoint import Checkpointer, log_sizes, truncate_logs, write_atomic
 
 
@@ -59,9 +62,12 @@ class RunDir:
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.trackers = Trackers((), self.path, name, {})
         if overwrite:
             for stale in ("metrics.jsonl", "samples.jsonl"):
                 (self.path / stale).unlink(missing_ok=True)
+            for stale in ("tensorboard", "wandb"):  # the trackers' copies of the old metrics
+                shutil.rmtree(self.path / stale, ignore_errors=True)
 
     @property
     def checkpoints(self) -> Path:
@@ -79,7 +85,9 @@ class RunDir:
                             start_sizes=start_sizes if start_sizes is not None else {p.name: 0 for p in self.logs})
 
     def save_config(self, cfg: Any) -> None:
-        """Write config.yaml; on --resume first say which options differ from the first run's."""
+        """Write config.yaml (on --resume first saying which options differ from the first run's),
+        and open the trackers of cfg.report_to (they record the config too)."""
+        names = parse_report_to(getattr(cfg, "report_to", "none"))
         path = self.path / "config.yaml"
         if getattr(cfg, "resume", False) and path.is_file():
             before = yaml.safe_load(path.read_text()) or {}
@@ -88,13 +96,21 @@ class RunDir:
                 print(f"[rlhfkit] warning: resuming with options that differ from the first run's ({', '.join(changed)}); "
                       "the result will not equal an uninterrupted run", flush=True)
         save_config(cfg, path)
+        if names and not self.trackers.trackers:
+            self.trackers = Trackers(names, self.path, self.path.name, config_to_dict(cfg))
 
     def _append(self, filename: str, row: dict) -> None:
         with open(self.path / filename, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(_clean(row), ensure_ascii=False) + "\n")
 
     def log_metrics(self, row: dict) -> None:
+        """Append the row to metrics.jsonl (the source of truth), then send it to the trackers."""
         self._append("metrics.jsonl", row)
+        self.trackers.log(_clean(row))
+
+    def close(self) -> None:
+        """Close the trackers (TensorBoard's writer, the W&B run); metrics.jsonl needs nothing."""
+        self.trackers.close()
 
     def log_samples(self, rows: list[dict]) -> None:
         for row in rows:
@@ -102,7 +118,6 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.path / "summary.json", summary)
-
 
 class Stages:
     """The finished stages of a multi-stage run (quickstart's stages, compare's methods), in
