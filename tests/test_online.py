@@ -10,6 +10,7 @@ from rlhfkit.algorithms import kl_k3
 from rlhfkit.config import ConfigError
 from rlhfkit.models.forward import response_forward
 from rlhfkit.models.lora import add_lora, frozen_copy, reference_forward
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.common import NonFiniteError
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.trainers.online import KL_PLACEMENTS, OnlineTrainer
@@ -243,9 +244,9 @@ def test_resume_equals_no_interruption(tmp_path, tiny_llama, tiny_tok):
     first = OnlineTrainer(copy.deepcopy(tiny_llama), tiny_tok, good_fraction, _cfg(steps=2, target_kl=1.0, kl_horizon=100),
                           reference=frozen_copy(tiny_llama), chat=False)
     first.train(PROMPTS, progress=False)
-    first.save_checkpoint(tmp_path / "ckpt")
+    first.save_checkpoint(Checkpointer(tmp_path / "ckpt"))
     resumed = OnlineTrainer(copy.deepcopy(tiny_llama), tiny_tok, good_fraction, cfg, reference=frozen_copy(tiny_llama), chat=False)
-    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert resumed.load_checkpoint(Checkpointer(tmp_path / "ckpt"))
     resumed.train(PROMPTS, progress=False)
     assert resumed.step_count == straight.step_count == 4
     assert resumed.kl_ctl.value == pytest.approx(straight.kl_ctl.value)

@@ -17,9 +17,14 @@ others stand in the command's own group. A config overrides a piece's default by
 field again with only a new default (no docstring): the docstring stays the piece's. Another
 config built from a config's fields (quickstart's RLConfig) is made by `derive_config`.
 
+- `limits`: the range of each numeric field, e.g. `{"batch_size": ">= 1", "top_p": "(0, 1]"}`,
+  declared by the piece that declares the field. `build_config` and `derive_config` check every
+  value against it before the config is made (so before any model loads, and before a
+  `__post_init__` could divide by a zero); the error states the range.
+
 Values are layered: dataclass default < `--config file.yaml` < explicit command-line flags.
-Derived values and checks live in the dataclass's `__post_init__`, which raises `ConfigError`
-with a sentence a person can act on.
+Derived values and the checks that involve several fields live in the dataclass's
+`__post_init__`, which raises `ConfigError` with a sentence a person can act on.
 
 This module must not import torch or anything heavy: `rlhfkit --help` has to be instant.
 """
@@ -149,6 +154,41 @@ class DefaultsBy:
 
 def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_LIMIT = re.compile(r"^\s*(?:(>=|>|<=|<)\s*(-?[\d.e+-]+)|([\[(])\s*(-?[\d.e+-]+)\s*,\s*(-?[\d.e+-]+|inf)\s*([\])]))\s*$")
+
+
+def _within(value: float, limit: str) -> bool:
+    """Whether `value` satisfies `limit` (">= 1", "> 0", "[0, 1)", "(0, 1]" ...). NaN satisfies none."""
+    match = _LIMIT.match(limit)
+    if match is None:
+        raise ValueError(f"malformed limit {limit!r}")
+    op, bound, left, low, high, right = match.groups()
+    if op:
+        b = float(bound)
+        return {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[op]
+    lo, hi = float(low), float(high)
+    return (value >= lo if left == "[" else value > lo) and (value <= hi if right == "]" else value < hi)
+
+
+def _describe_limit(limit: str) -> str:
+    return f"lie in {limit.strip()}" if limit.strip()[0] in "[(" else f"be {limit.strip()}"
+
+
+def check_limits(cls: type, values: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first value of `values` outside its field's `limits` (None
+    means unset and is not checked; a value that is not a number fails too)."""
+    limits = class_mapping(cls, "limits")
+    for name, value in values.items():
+        limit = limits.get(name)
+        if limit is None or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{flag} must be a number, got {value!r}")
+        if not _within(value, limit):
+            raise ConfigError(f"{flag} must {_describe_limit(limit)}, got {value}")
 
 
 def default_help(cls: type, f: dataclasses.Field) -> str:
@@ -289,6 +329,7 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
     for key, value in (overrides or {}).items():
         if key in names and value is not None:
             values[key] = value
+    check_limits(cls, values)
     try:
         return cls(**values)
     except TypeError as err:
@@ -313,7 +354,9 @@ def derive_config(cls: type[T], source: Any, **overrides: Any) -> T:
     `overrides` for what `source` names or derives differently. `cls` checks the result as usual."""
     shared = {f.name for f in dataclasses.fields(source) if f.init}
     values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if f.init and f.name in shared}  # type: ignore[arg-type]
-    return cls(**{**values, **overrides})
+    values.update(overrides)
+    check_limits(cls, values)
+    return cls(**values)
 
 
 # --- pieces shared by the commands' configs ----------------------------------------------------
@@ -364,6 +407,20 @@ def parse_report_to(value: str | list[str] | tuple[str, ...] | None) -> tuple[st
 
 
 @dataclass
+class ResumeOptions:
+    """Checkpoints a killed run continues from (trainers/checkpoint.py)."""
+
+    help_group: ClassVar[str] = "run folder"
+    help_terms: ClassVar[dict[str, str]] = {"resumed": "from its latest checkpoint"}
+    limits: ClassVar[dict[str, str]] = {"checkpoint_every": ">= 0"}
+
+    resume: bool = False
+    """continue the run in its existing folder {resumed}"""
+    checkpoint_every: int = 10
+    """save a resumable checkpoint every N optimiser steps (0: only when training ends)"""
+
+
+@dataclass
 class DeviceOptions:
     """Where the models run."""
 
@@ -408,6 +465,7 @@ class DataFileOptions(SkipInvalidOptions):
 
     help_group: ClassVar[str] = "data"
     help_terms: ClassVar[dict[str, str]] = {"held_out": "chosen at random"}
+    limits: ClassVar[dict[str, str]] = {"eval_fraction": "[0, 1)"}
 
     data: str = ""
     """training file (JSONL, JSON, CSV, Parquet or a folder saved by `datasets`) of {rows}"""
@@ -440,6 +498,7 @@ class LoRAAdapterOptions:
     """The shape of a LoRA adapter."""
 
     help_group: ClassVar[str] = "LoRA"
+    limits: ClassVar[dict[str, str]] = {"lora_r": ">= 1", "lora_alpha": "> 0", "lora_dropout": "[0, 1)", "lora_top_layers": ">= 0"}
 
     lora_r: int = 16
     """LoRA rank"""
@@ -467,6 +526,7 @@ class OptimizerOptions:
 
     help_group: ClassVar[str] = "optimiser"
     help_terms: ClassVar[dict[str, str]] = {"trained": "the trained weights"}
+    limits: ClassVar[dict[str, str]] = {"learning_rate": "> 0", "max_grad_norm": "> 0"}
 
     learning_rate: float = 3e-4
     """AdamW learning rate of {trained}"""
@@ -479,6 +539,7 @@ class AdamWOptions(OptimizerOptions):
     """The optimiser, with weight decay."""
 
     help_group: ClassVar[str] = "optimiser"
+    limits: ClassVar[dict[str, str]] = {"weight_decay": ">= 0"}
 
     weight_decay: float = 0.0
     """AdamW weight decay"""

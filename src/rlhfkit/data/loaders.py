@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,4 +262,6 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename makes it visible
     tmp.replace(path)

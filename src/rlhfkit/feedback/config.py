@@ -32,6 +32,9 @@ class LabelConfig(ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
         "models": "a local judge", "chat_text": "a local judge's requests",
         "seeded": "the order each pair is shown in, and rationale sampling",
     }
+    limits: ClassVar[dict[str, str]] = {"self_consistency": ">= 0", "temperature": "> 0", "max_rationale_tokens": ">= 1",
+                                        "batch_size": ">= 1", "limit": ">= 0", "timeout": "> 0", "retries": ">= 0",
+                                        "concurrency": ">= 1"}
 
     pairs: str = ""
     """input file: pairwise rows (prompt, chosen, rejected[, label]: the label is taken as gold),
@@ -101,6 +104,8 @@ class LabelConfig(ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
 @dataclass
 class ServeConfig(FeedbackDBOptions):
     """Serve the feedback page and its JSON API."""
+
+    limits: ClassVar[dict[str, str]] = {"port": "[0, 65535]", "overlap": ">= 0"}
     host: str = "127.0.0.1"
     """address to listen on (0.0.0.0: every interface — annotators then reach it over the network)"""
     port: int = 8000

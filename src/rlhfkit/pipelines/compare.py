@@ -5,6 +5,10 @@ steps × batch, DPO as pairs sampled from the base policy (2 per pair) and label
 scorer. Best-of-n costs n samples per query at inference and nothing in training. Each trained
 policy is then sampled once per held-out prompt, and the table reports gold reward ± 95% CI,
 KL to the reference (best-of-n: the bound log n − (n−1)/n), distinct-2 and wall time.
+
+Each method is a stage of the run (stages.json) on its own seed: with --resume the finished
+methods' rows and samples are kept and the unfinished one continues from its checkpoint
+(checkpoints/<method>/).
 """
 
 from __future__ import annotations
@@ -23,25 +27,28 @@ from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.pipelines.config import CompareConfig
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.tasks import get_task
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.types import PairwiseRecord
 
 
-def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, log):
+def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
     policy, tokenizer = load_policy(cfg.policy, device=device)
     policy = add_lora(policy)
     rl = cfg.rl_config(method)
     trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
                             logger=lambda s: log({"method": method, **s}))
-    trainer.train(train_prompts)
+    if cfg.resume:
+        trainer.load_checkpoint(checkpointer)
+    trainer.train(train_prompts, checkpointer=checkpointer)
     return policy, tokenizer, rl.steps * rl.batch_size
 
 
-def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
+def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
     policy, tokenizer = load_policy(cfg.policy, device=device)
     n_pairs = cfg.sample_budget // 2
     prompts = [p for p in train_prompts[:n_pairs] for _ in range(2)]
@@ -57,7 +64,8 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
     dpo_cfg = DPOConfig(data="(in memory)", loss="dpo", epochs=2, batch_size=16, micro_batch_size=16,
                         learning_rate=cfg.dpo_learning_rate, max_grad_norm=cfg.max_grad_norm, lora=True, seed=cfg.seed, save_merged=False,
                         chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
-    result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype)
+    result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype,
+                       checkpointer=checkpointer, resume=cfg.resume)
     return result["policy"], tokenizer, len(texts)
 
 
@@ -68,52 +76,75 @@ def run_compare(cfg: CompareConfig) -> dict:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    torch.manual_seed(cfg.seed)
-    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
+    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
+    stages = Stages(run, cfg.resume)
+    if stages.done:
+        print(f"[rlhfkit] resuming: finished methods kept ({', '.join(stages.done)})")
     dtype = resolve_precision(cfg.precision, device)
     train_prompts = task.prompts("train", seed=cfg.seed)
     eval_prompts = task.prompts("test", cfg.eval_prompts, seed=cfg.seed)
-    scorers = {"gold": task.gold}
     rows = []
     texts_by_method: dict[str, list[str]] = {}
+    base = None
+    for index, method in enumerate(["base", *cfg.methods]):
+        saved = stages.result(method)
+        if saved is None:
+            checkpointer = run.checkpointer(cfg.checkpoint_every, method, stages.start_sizes())
+            if checkpointer.latest() is None:
+                stages.begin()  # else its checkpoint cuts the logs back to where it was written
+            torch.manual_seed(cfg.seed + index)  # each method on its own seed: a resumed run equals the whole one
+            if base is None:
+                base, tokenizer = load_policy(cfg.policy, device=device)
+            start = time.perf_counter()
+            saved = _method(cfg, method, task, device, dtype, train_prompts, eval_prompts, run, base, tokenizer,
+                            checkpointer)
+            saved["row"]["seconds"] = round(time.perf_counter() - start, 1)
+            row = saved["row"]
+            if "kl_is_bound" not in row:
+                run.log_metrics({"stage": "compare", **row})
+                print(f"[rlhfkit] {row['method']}: gold {row['gold']['mean']:+.3f}, "
+                      f"KL {format_kl(row['kl_to_reference'], row['kl_k3_to_reference'])}, {row['seconds']:.0f}s")
+            stages.finish(method, saved)
+        rows.append(saved["row"])
+        texts_by_method[saved["row"]["method"]] = saved["texts"]
+    return _summarise(cfg, run, task, device, dtype, eval_prompts, rows, texts_by_method)
 
-    def evaluate(name, policy, tokenizer, seconds, samples, has_adapter=True):
+
+def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, eval_prompts, run: RunDir, base,
+            tokenizer, checkpointer: Checkpointer) -> dict:
+    """Train (or build) one method's policy and evaluate it: {"row": its table row, "texts": its samples}."""
+    scorers = {"gold": task.gold}
+
+    def evaluate(name, policy, tokenizer, samples, has_adapter=True):
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, f"evaluating {name}",
                                         chat=task.chat, compute_dtype=dtype, generator=gen)
         metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
         kl = sequence_kl_estimates(policy, rollouts, dtype) if has_adapter else {"k1": [0.0], "k3": [0.0]}
-        row = {"method": name, **metrics, "kl_to_reference": sum(kl["k1"]) / len(kl["k1"]),
-               "kl_k3_to_reference": sum(kl["k3"]) / len(kl["k3"]), "train_samples": samples, "seconds": round(seconds, 1)}
-        rows.append(row)
-        texts_by_method[name] = texts
-        run.log_samples([{"method": name, "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
-        run.log_metrics({"stage": "compare", **row})
-        print(f"[rlhfkit] {name}: gold {metrics['gold']['mean']:+.3f}, "
-              f"KL {format_kl(row['kl_to_reference'], row['kl_k3_to_reference'])}, {seconds:.0f}s")
+        return {"row": {"method": name, **metrics, "kl_to_reference": sum(kl["k1"]) / len(kl["k1"]),
+                        "kl_k3_to_reference": sum(kl["k3"]) / len(kl["k3"]), "train_samples": samples},
+                "texts": texts}
 
-    base, tokenizer = load_policy(cfg.policy, device=device)
-    evaluate("base", base, tokenizer, 0.0, 0, has_adapter=False)
-    for method in cfg.methods:
-        start = time.perf_counter()
-        if method in ALGORITHMS:
-            policy, tok, samples = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics)
-            evaluate(method, policy, tok, time.perf_counter() - start, samples)
-        elif method == "dpo":
-            policy, tok, samples = _dpo(cfg, task, device, dtype, train_prompts, run.log_metrics)
-            evaluate("dpo", policy, tok, time.perf_counter() - start, samples)
-        else:  # best_of_n: a policy built at inference time from the base model and the gold scorer
-            params = SamplingParams(strategy="sample", max_new_tokens=cfg.max_new_tokens)
-            texts, _ = best_of_n(base, tokenizer, eval_prompts, cfg.best_of_n, task.gold, params, chat=task.chat,
-                                 compute_dtype=dtype, generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
-            metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
-            row = {"method": f"best_of_{cfg.best_of_n}", **metrics, "kl_to_reference": best_of_n_kl_bound(cfg.best_of_n),
-                   "kl_is_bound": True, "train_samples": 0, "inference_samples_per_query": cfg.best_of_n,
-                   "seconds": round(time.perf_counter() - start, 1)}
-            rows.append(row)
-            texts_by_method[row["method"]] = texts
-            run.log_samples([{"method": row["method"], "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
+    if method == "base":
+        result = evaluate("base", base, tokenizer, 0, has_adapter=False)
+    elif method in ALGORITHMS:
+        result = evaluate(method, *_online(cfg, method, task, device, dtype, train_prompts, run.log_metrics, checkpointer))
+    elif method == "dpo":
+        result = evaluate("dpo", *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer))
+    else:  # best_of_n: a policy built at inference time from the base model and the gold scorer
+        params = SamplingParams(strategy="sample", max_new_tokens=cfg.max_new_tokens)
+        texts, _ = best_of_n(base, tokenizer, eval_prompts, cfg.best_of_n, task.gold, params, chat=task.chat,
+                             compute_dtype=dtype, generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
+        result = {"row": {"method": f"best_of_{cfg.best_of_n}", **evaluate_samples(eval_prompts, texts, scorers, cfg.seed),
+                          "kl_to_reference": best_of_n_kl_bound(cfg.best_of_n), "kl_is_bound": True, "train_samples": 0,
+                          "inference_samples_per_query": cfg.best_of_n},
+                  "texts": texts}
+    run.log_samples([{"method": result["row"]["method"], "prompt": p, "response": r} for p, r in zip(eval_prompts, result["texts"])])
+    return result
+
+
+def _summarise(cfg: CompareConfig, run: RunDir, task, device, dtype, eval_prompts, rows, texts_by_method) -> dict:
     summary = {"task": task.name, "policy": cfg.policy, "sample_budget": cfg.sample_budget, "eval_prompts": len(eval_prompts),
                "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows,
                **gold_rankings(eval_prompts, texts_by_method, task.gold, cfg.seed)}
@@ -131,5 +162,3 @@ def run_compare(cfg: CompareConfig) -> dict:
     print(f"\nrun folder: {run.path}")
     write_report(run.path)
     return summary
-
-

@@ -21,6 +21,7 @@ from rlhfkit.config import (
     LoRAOptions,
     ModelOptions,
     OptimizerOptions,
+    ResumeOptions,
     RunOptions,
     SeedOptions,
     SkipInvalidOptions,
@@ -50,7 +51,7 @@ class TaskPolicyOptions:
 
 
 @dataclass
-class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
+class RMConfig(RewardTrainConfig, DataFileOptions, ResumeOptions, RunOptions, DeviceOptions):
     """Reward-model training from pairwise, ranking, rating, thumbs or rewrite feedback.
     An RMConfig is the RewardTrainConfig of its training."""
 
@@ -59,6 +60,7 @@ class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
         "rows": "--kind rows", "held_out": "whole prompts at a time", "models": "the reward model",
         "seeded": "shuffling, the held-out split and head initialisation",
     }
+    limits: ClassVar[dict[str, str]] = {"ensemble": ">= 1", "uncertainty_penalty": ">= 0", "max_length": ">= 8"}
 
     kind: LabelKind = "pairwise"
     """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original)"""
@@ -95,13 +97,19 @@ class RMConfig(RewardTrainConfig, DataFileOptions, RunOptions, DeviceOptions):
 
 @dataclass
 class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, OptimizerOptions, LoRAAdapterOptions,
-                       RunOptions, ComputeOptions, SeedOptions):
+                       ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """The whole RLHF loop on one built-in task with the embedded defaults. Its PPO stage is the
     RLConfig of --algo ppo with this config's rollout, KL, optimiser and seed fields."""
 
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer plays the human labeller and judges base vs final",
         "per_prompt": "PPO samples each prompt once", "trained": "the LoRA adapter and the value head (PPO)",
+        "resumed": "(finished stages kept, the unfinished one from its latest checkpoint)",
+    }
+    limits: ClassVar[dict[str, str]] = {
+        "rm_prompts": ">= 10", "label_temperature": "> 0", "rm_eval_fraction": "(0, 1)", "rm_epochs": ">= 1",
+        "rm_batch_size": ">= 1", "rm_learning_rate": "> 0", "ppo_steps": ">= 1", "eval_prompts": ">= 2",
+        "eval_samples_per_prompt": ">= 1",
     }
 
     reward_backbone: str = "all-minilm-l6-v2"
@@ -154,7 +162,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 
 
 @dataclass
-class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOptions, ComputeOptions):
+class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
     help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
@@ -162,15 +170,12 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOpti
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
     }
+    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0"}
 
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
-    resume: bool = False
-    """continue from the run folder's last checkpoint"""
-    checkpoint_every: int = 10
-    """save a resumable checkpoint every N steps (0: only at the end)"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
 
@@ -180,7 +185,7 @@ MULTI_EPOCH_ALGORITHMS = tuple(algo for algo, defaults in ALGO_DEFAULTS.items() 
 
 
 @dataclass
-class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, RunOptions, ComputeOptions, SeedOptions):
+class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """`rlhfkit compare`: several alignment methods on one task at matched sample budgets. Each
     online method's RLConfig is its --algo defaults with this config's rollout, optimiser and seed
     fields (`rl_config`)."""
@@ -193,7 +198,10 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, RunOpti
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
         "per_prompt": "prompts per iteration = batch_size / the method's group size",
         "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate)",
+        "resumed": "(finished methods kept, the unfinished one from its latest checkpoint)",
     }
+    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "best_of_n": ">= 1",
+                                        "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
     """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dpo, best_of_n"""
@@ -235,6 +243,10 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     """Sample responses for a file of prompts."""
 
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
+    # temperature: `_check_sampling` says it with a hint (greedy for argmax decoding)
+    limits: ClassVar[dict[str, str]] = {"top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
+                                        "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
+                                        "limit": ">= 0"}
 
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME for a built-in task's test prompts"""

@@ -32,14 +32,16 @@ def run_dpo(cfg: DPOConfig) -> dict:
         raise ConfigError(f"{cfg.data} holds thumbs rows (prompt, response, thumbs_up): those train with --loss kto; "
                           f"--loss {cfg.loss} needs pairwise rows (prompt, chosen, rejected)")
     data = load_split_data(cfg, kind, eval_kind=_detect_kind(cfg.eval_data) if cfg.eval_data else None)
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime(f"{cfg.loss}-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite)
+    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime(f"{cfg.loss}-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
+                 resume=cfg.resume)
     run.save_config(cfg)
     policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     reference = load_policy(cfg.ref_model, device=device)[0] if cfg.ref_model else None
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
           f"loss {cfg.loss}  {len(data.train)} training / {len(data.eval)} held-out {kind} rows", flush=True)
     start = time.perf_counter()
-    result = train_dpo(policy, tokenizer, data.train, cfg, reference, data.eval, logger=run.log_metrics, compute_dtype=dtype)
+    result = train_dpo(policy, tokenizer, data.train, cfg, reference, data.eval, logger=run.log_metrics, compute_dtype=dtype,
+                       checkpointer=run.checkpointer(cfg.checkpoint_every), resume=cfg.resume)
     final = save_final(result["policy"], tokenizer, run.checkpoints / "final", cfg)
     keep = ("loss", "rewards/accuracy", "rewards/margin", "rewards/chosen", "rewards/rejected", "rewards/desirable",
             "rewards/undesirable", "kl/z0", "kl_proxy/seq_logratio")

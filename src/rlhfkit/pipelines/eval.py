@@ -176,7 +176,10 @@ def run_sample(cfg: EvalSampleConfig) -> dict:
     if len(set(names)) < len(names):
         raise ConfigError(f"policy names must differ, got {', '.join(names)}; name them NAME=SPEC")
     run_path = Path(cfg.output_dir) / cfg.run_name
-    run = RunDir(cfg.output_dir, cfg.run_name, resume=run_path.exists())
+    # the folder is shared by the eval commands, so it is always reused; --resume insists that it exists.
+    # Each policy's samples are written whole (temp file + rename), then their settings: a killed run
+    # leaves every policy either finished (kept) or absent (sampled again)
+    run = RunDir(cfg.output_dir, cfg.run_name, resume=cfg.resume or run_path.exists())
     run.save_config(cfg)
     (run.path / "samples").mkdir(exist_ok=True)
     device = resolve_device(cfg.device)

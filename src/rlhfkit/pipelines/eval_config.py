@@ -6,7 +6,7 @@ Field docstrings are the `--help` text (see rlhfkit.config).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhfkit.config import ConfigError
 
@@ -18,6 +18,8 @@ JUDGE_HELP = ("who decides P(A ≻ B): gold (the task's scorer), vader, task:NAM
 @dataclass
 class JudgeOptions:
     """Options shared by the commands that judge pairs."""
+
+    limits: ClassVar[dict[str, str]] = {"tie_margin": ">= 0", "judge_batch_size": ">= 1"}
 
     judge: str = "gold"
     """who decides P(A ≻ B): gold (the task's scorer), vader, task:NAME, a saved reward-model folder, judge[:MODEL] (direct 1-10 ratings), a weighted mix 'A=1,B=0.5' (the higher score wins), or ai[:MODEL_OR_URL] (a judge LM sees both orders and its labels are averaged; default model: the embedded SmolLM2)"""
@@ -53,6 +55,9 @@ class JudgeOptions:
 class EvalSampleConfig:
     """`rlhfkit eval sample`: responses of several policies to the same prompts, cached in an eval run folder."""
 
+    limits: ClassVar[dict[str, str]] = {"n_prompts": ">= 0", "samples_per_prompt": ">= 1", "max_new_tokens": ">= 1",
+                                        "temperature": "> 0", "top_p": "(0, 1]", "batch_size": ">= 1"}
+
     policies: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"])
     """policies, each NAME=SPEC or SPEC: a run folder (its checkpoints/final), a checkpoint or HF model folder, an HF id, the embedded default, or best_of_n:POLICY:N:REWARD (N samples, the one REWARD scores best)"""
     task: str = "sentiment"
@@ -75,6 +80,8 @@ class EvalSampleConfig:
     """prompts per generation batch"""
     resample: bool = False
     """sample again even when the run folder holds samples made with the same settings"""
+    resume: bool = False
+    """continue an interrupted `eval sample` in its existing run folder: the policies it finished are kept, the others sampled (each policy's file is written whole or not at all)"""
     output_dir: str = "runs"
     """parent folder of run folders"""
     run_name: str = "eval"
@@ -99,6 +106,8 @@ class EvalSampleConfig:
 class WinrateConfig(JudgeOptions):
     """`rlhfkit eval winrate`: win rate of A over B, paired by prompt."""
 
+    limits: ClassVar[dict[str, str]] = {"bootstrap": ">= 1"}
+
     a: str = ""
     """policy A: a sample file (rows with prompt, response), FILE#COLUMN (e.g. a quickstart samples.jsonl#final), FILE#POLICY (rows whose method/policy is POLICY), or a policy name of --run-dir"""
     b: str = ""
@@ -119,6 +128,8 @@ class WinrateConfig(JudgeOptions):
 @dataclass
 class LeaderboardConfig(JudgeOptions):
     """`rlhfkit eval leaderboard`: Bradley–Terry ratings with CIs and online Elo from battles."""
+
+    limits: ClassVar[dict[str, str]] = {"pairs_per_prompt": ">= 1", "bootstrap": ">= 0", "elo_k": "> 0"}
 
     run_dir: str = ""
     """eval run folder whose samples/ (from `rlhfkit eval sample`) are judged against each other"""
@@ -148,6 +159,8 @@ class LeaderboardConfig(JudgeOptions):
 @dataclass
 class MetricsConfig:
     """`rlhfkit eval metrics`: lexical, diversity, fluency and gold metrics of a sample file."""
+
+    limits: ClassVar[dict[str, str]] = {"batch_size": ">= 1"}
 
     samples: str = ""
     """sample file (rows with prompt, response), FILE#COLUMN or FILE#POLICY, or a policy name of --run-dir"""

@@ -7,10 +7,15 @@
 5. evaluate base vs final on held-out prompts (gold and proxy reward with 95% bootstrap CIs,
    KL to the reference, samples side by side);
 6. write runs/<name>/ and print a summary table.
+
+With --resume, finished stages (pairs, reward model, PPO) are read back from the run folder
+(stages.json, reward_model/, checkpoints/ppo/) and the unfinished one continues from its latest
+checkpoint; each stage draws from its own seed, so the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from contextlib import contextmanager
@@ -42,11 +47,13 @@ from rlhfkit.models.heads import reward_backbone_source
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import reference_forward
 from rlhfkit.pipelines.config import QuickstartConfig
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.online import OnlineTrainer
 from rlhfkit.trainers.reward import train_reward_model
+from rlhfkit.types import PairwiseRecord
 
 GEN_BATCH = 32
 
@@ -69,14 +76,22 @@ class _Run:
 
     cfg: QuickstartConfig
     run: RunDir
+    stages: Stages
     device: torch.device
     dtype: torch.dtype
     task: object
-    generator: torch.Generator
+    generator: torch.Generator | None = None
     timer: StageTimer = field(default_factory=StageTimer)
 
     def gen_kwargs(self) -> dict:
         return dict(chat=self.task.chat, generator=self.generator, compute_dtype=self.dtype, batch_size=GEN_BATCH)
+
+    def seed_stage(self, offset: int) -> None:
+        """Each stage draws from its own seed, so a resumed run that skips finished stages
+        continues with the random numbers the uninterrupted run used."""
+        random.seed(self.cfg.seed + offset)
+        torch.manual_seed(self.cfg.seed + offset)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + offset)
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
@@ -88,24 +103,21 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
+    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
-    q = _Run(cfg, run, device, resolve_precision(cfg.precision, device), task,
-             torch.Generator(device=device).manual_seed(cfg.seed))
+    q = _Run(cfg, run, Stages(run, cfg.resume), device, resolve_precision(cfg.precision, device), task)
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(q.dtype).replace('torch.', '')}  task {q.task.name}")
+    if q.stages.done:
+        print(f"[rlhfkit] resuming: finished stages kept ({', '.join(q.stages.done)})")
     with q.timer("load policy"):
         policy, tokenizer = load_policy(cfg.policy, device=device)
-    with q.timer("sample pairs"):
-        prompts, responses = _sample_pairs(q, policy, tokenizer)
-    with q.timer("label pairs"):
-        pairs = _label_pairs(q, prompts, responses)
-    with q.timer("train reward model"):
-        rm, rm_summary = _train_reward_model(q, pairs, prompts, responses)
+    prompts, responses, pairs = _pairs_stage(q, policy, tokenizer)
+    rm, rm_summary = _reward_model_stage(q, pairs, prompts, responses)
     with q.timer("PPO"):
         policy, trainer, history = _ppo(q, policy, tokenizer, rm)
     with q.timer("evaluate"):
+        q.stages.begin()
+        q.seed_stage(3)
         evaluation, examples, n_eval_prompts, win_rate = _evaluate(q, policy, tokenizer, rm)
     summary = {
         "task": q.task.name, "policy": cfg.policy, "reward_backbone": cfg.reward_backbone,
@@ -126,6 +138,42 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print(format_win_rate_line(summary["win_rate"]))
     write_report(run.path)
     return summary
+
+
+def _pairs_stage(q: _Run, policy, tokenizer) -> tuple[list[str], list[str], dict]:
+    """1–2, or their saved result when a resumed run finished them."""
+    saved = q.stages.result("pairs")
+    if saved is not None:
+        q.timer.seconds.update(saved["seconds"])
+        split = {part: [(PairwiseRecord(**p["record"]), tuple(p["gold"])) for p in saved[part]] for part in ("train", "eval")}
+        return saved["prompts"], saved["responses"], {**split, "summary": saved["summary"]}
+    q.stages.begin()
+    q.seed_stage(0)
+    with q.timer("sample pairs"):
+        prompts, responses = _sample_pairs(q, policy, tokenizer)
+    with q.timer("label pairs"):
+        pairs = _label_pairs(q, prompts, responses)
+    q.stages.finish("pairs", {
+        "prompts": prompts, "responses": responses, "summary": pairs["summary"],
+        "seconds": {k: q.timer.seconds[k] for k in ("sample pairs", "label pairs")},
+        **{part: [{"record": dataclasses.asdict(r), "gold": list(g)} for r, g in pairs[part]] for part in ("train", "eval")},
+    })
+    return prompts, responses, pairs
+
+
+def _reward_model_stage(q: _Run, pairs: dict, prompts: list[str], responses: list[str]):
+    """3, or the saved reward model when a resumed run finished it (an unfinished one resumes
+    from its checkpoint)."""
+    saved = q.stages.result("reward_model")
+    if saved is not None:
+        q.timer.seconds["train reward model"] = saved["seconds"]
+        return load_reward_model(str(q.run.path / "reward_model"), device=q.device), saved["summary"]
+    with q.timer("train reward model"):
+        sizes = q.stages.start_sizes()  # the checkpointer cuts the logs back to its checkpoint or to these
+        q.seed_stage(1)
+        rm, rm_summary = _train_reward_model(q, pairs, prompts, responses, q.run.checkpointer(q.cfg.checkpoint_every, "reward_model", sizes))
+    q.stages.finish("reward_model", {"summary": rm_summary, "seconds": q.timer.seconds["train reward model"]})
+    return rm, rm_summary
 
 
 def _sample_pairs(q: _Run, policy, tokenizer) -> tuple[list[str], list[str]]:
@@ -156,12 +204,12 @@ def _label_pairs(q: _Run, prompts: list[str], responses: list[str]) -> dict:
                         "labels_agree_with_gold": agreement}}
 
 
-def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: list[str]):
+def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: list[str], checkpointer: Checkpointer):
     """3. A Bradley–Terry reward model on the labelled pairs, centred so base responses score 0."""
     cfg = q.cfg
     rm = load_reward_model(cfg.reward_backbone, device=q.device)
     metrics = train_reward_model(rm, [p for p, _ in pairs["train"]], cfg.reward_config(), [p for p, _ in pairs["eval"]],
-                                 logger=q.run.log_metrics)
+                                 logger=q.run.log_metrics, checkpointer=checkpointer, resume=cfg.resume)
     gold_accuracy = gold_order_accuracy(rm, pairs["eval"])
     offset = rm.center([p for p in prompts for _ in range(2)], responses)
     rm.save(q.run.path / "reward_model")
@@ -172,15 +220,23 @@ def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: lis
 
 
 def _ppo(q: _Run, policy, tokenizer, rm):
-    """4. PPO with a LoRA adapter against the learned reward (the task's gold is only logged)."""
+    """4. PPO with a LoRA adapter against the learned reward (the task's gold is only logged).
+    A resumed run continues from PPO's latest checkpoint (when PPO had finished, its last)."""
     cfg = q.cfg
+    # no cutting back here: the checkpointer cuts the logs to its checkpoint (or, without one, to the stage's start)
+    sizes = q.stages.start_sizes()
+    q.seed_stage(2)
     policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       top_layers=cfg.lora_top_layers or None)
     trainer = OnlineTrainer(policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=q.dtype,
                             chat=q.task.chat, gold_fn=q.task.gold, logger=lambda s: q.run.log_metrics({"stage": "ppo", **s}))
     trainer.generator = q.generator
-    history = trainer.train(q.task.prompts("train", seed=cfg.seed + 1))
+    checkpointer = q.run.checkpointer(cfg.checkpoint_every, "ppo", sizes)
+    if cfg.resume:
+        trainer.load_checkpoint(checkpointer)
+    history = trainer.train(q.task.prompts("train", seed=cfg.seed + 1), checkpointer=checkpointer)
     trainer.save(q.run.checkpoints / "final")
+    q.stages.finish("ppo", {"steps": trainer.step_count})
     return policy, trainer, history
 
 

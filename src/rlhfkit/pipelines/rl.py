@@ -77,30 +77,34 @@ def run_rl(cfg: RLRunConfig) -> dict:
 
     trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
                             gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
-    last = run.checkpoints / "last"
+    checkpointer = run.checkpointer(cfg.checkpoint_every)
+    summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
+    base_texts: list[str] = []
     if cfg.resume:
-        if not (last / "trainer_state.pt").exists():
-            raise ConfigError(f"--resume: no checkpoint at {last}")
-        trainer.load_checkpoint(last)
-        print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
+        if trainer.load_checkpoint(checkpointer):
+            before = checkpointer.load_extra("before") or {}
+            summary["before"], base_texts = before.get("summary"), before.get("base_texts", [])
+            print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
+        else:
+            print(f"[rlhfkit] no checkpoint in {run.checkpoints} yet: starting at step 0")
     print(f"[rlhfkit] {cfg.algo} on {len(train_prompts)} prompts, {cfg.prompts_per_step} prompts × {cfg.group_size} "
           f"samples per step, reward {cfg.reward}; run folder {run.path}")
     scorers = {"reward": reward_fn, **({"gold": task.gold} if eval_gold else {})}
-    gen_kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=32,
-                      generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
-    summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
-    base_texts: list[str] = []
+
+    def gen_kwargs() -> dict:  # base and final draw from the same seed (and a resumed run as the whole one)
+        return dict(chat=chat, compute_dtype=dtype, batch_size=32, generator=torch.Generator(device=device).manual_seed(cfg.seed + 7))
+
     if eval_prompts and trainer.step_count == 0:
         with reference_forward(policy, reference) as base:
-            base_texts, _ = sample_policy(base, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating base", **gen_kwargs)
+            base_texts, _ = sample_policy(base, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating base", **gen_kwargs())
         summary["before"] = evaluate_samples(eval_prompts, base_texts, scorers, cfg.seed)
+        checkpointer.save_extra("before", {"summary": summary["before"], "base_texts": base_texts})
     start = time.perf_counter()
-    history = trainer.train(train_prompts, checkpoint_dir=run.checkpoints, checkpoint_every=cfg.checkpoint_every)
+    history = trainer.train(train_prompts, checkpointer=checkpointer)
     summary["train_seconds"] = round(time.perf_counter() - start, 2)
     trainer.save(run.checkpoints / "final")
-    trainer.save_checkpoint(last)
     if eval_prompts:
-        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
+        texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs())
         summary["after"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
         kl = sequence_kl_estimates(policy, rollouts, dtype, reference)
         summary["after"]["kl_to_reference"] = sum(kl["k1"]) / len(texts)

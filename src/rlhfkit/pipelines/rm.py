@@ -121,13 +121,14 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     rm = with_members(load_reward_model(cfg.backbone, max_length=cfg.max_length, device=device),
                       cfg.ensemble, cfg.uncertainty_penalty)
     name = cfg.run_name or time.strftime(f"rm-{cfg.kind}-%Y%m%d-%H%M%S")
-    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite)  # only once the inputs are good
+    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)  # only once the inputs are good
     run.save_config(cfg)
     echo(f"[rlhfkit] run folder {run.path}  device {device}  {cfg.kind}: {len(train)} training rows, "
           f"{len(evaluation)} held-out")
 
-    train_metrics = train_reward_model(rm, train, cfg, evaluation, logger=run.log_metrics,
-                                       progress=progress, label_type=label)
+    train_metrics = train_reward_model(rm, train, cfg, evaluation, logger=run.log_metrics, progress=progress,
+                                       label_type=label, checkpointer=run.checkpointer(cfg.checkpoint_every),
+                                       resume=cfg.resume)
     offset = rm.center(*references)
     final = evaluate_records(rm, evaluation, label) if evaluation else {}
     if final:

@@ -1,19 +1,22 @@
 """A run's folder: runs/<name>/ with config.yaml, metrics.jsonl, samples.jsonl, summary.json,
-checkpoints/. Files that are rewritten are written atomically (temp file + rename). Metrics rows
-also go to the trackers the run's config names in report_to (pipelines/trackers.py)."""
+checkpoints/ (and stages.json for multi-stage runs). Files that are rewritten are written
+atomically (temp file, fsync, rename: trainers/checkpoint.py). Metrics rows also go to the
+trackers the run's config names in report_to (pipelines/trackers.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlhfkit.config import config_to_dict, parse_report_to, save_config
 from rlhfkit.pipelines.trackers import Trackers
+from rlhfkit.trainers.checkpoint import Checkpointer, log_sizes, truncate_logs, write_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -30,9 +33,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    text = json.dumps(_clean(data), indent=2, ensure_ascii=False)
+    write_atomic(Path(path), lambda fh: fh.write(text.encode("utf-8")))
 
 
 def never_started(path: Path) -> bool:
@@ -71,10 +73,29 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    @property
+    def logs(self) -> list[Path]:
+        """The append-only logs that checkpoints cut back on resume."""
+        return [self.path / "metrics.jsonl", self.path / "samples.jsonl"]
+
+    def checkpointer(self, every: int, sub: str = "", start_sizes: dict[str, int] | None = None) -> Checkpointer:
+        """Checkpoints in checkpoints/ (or checkpoints/<sub>/) every `every` steps; a resume
+        without one cuts the logs back to `start_sizes` (default: empty)."""
+        return Checkpointer(self.checkpoints / sub if sub else self.checkpoints, every, self.logs,
+                            start_sizes=start_sizes if start_sizes is not None else {p.name: 0 for p in self.logs})
+
     def save_config(self, cfg: Any) -> None:
-        """Write config.yaml, and open the trackers of cfg.report_to (they record the config too)."""
+        """Write config.yaml (on --resume first saying which options differ from the first run's),
+        and open the trackers of cfg.report_to (they record the config too)."""
         names = parse_report_to(getattr(cfg, "report_to", "none"))
-        save_config(cfg, self.path / "config.yaml")
+        path = self.path / "config.yaml"
+        if getattr(cfg, "resume", False) and path.is_file():
+            before = yaml.safe_load(path.read_text()) or {}
+            changed = sorted(k for k, v in config_to_dict(cfg).items() if k != "resume" and k in before and before[k] != v)
+            if changed:
+                print(f"[rlhfkit] warning: resuming with options that differ from the first run's ({', '.join(changed)}); "
+                      "the result will not equal an uninterrupted run", flush=True)
+        save_config(cfg, path)
         if names and not self.trackers.trackers:
             self.trackers = Trackers(names, self.path, self.path.name, config_to_dict(cfg))
 
@@ -97,3 +118,37 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.path / "summary.json", summary)
+
+class Stages:
+    """The finished stages of a multi-stage run (quickstart's stages, compare's methods), in
+    stages.json: each with its result (JSON) and the logs' sizes when it finished. A resumed run
+    reuses a finished stage's result; an unfinished stage starts from the logs as they were when
+    the stage before it finished (or from its own checkpoint)."""
+
+    def __init__(self, run: RunDir, resume: bool):
+        self.run = run
+        self.path = run.path / "stages.json"
+        self.done: dict[str, dict] = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
+        if not resume:
+            self.path.unlink(missing_ok=True)
+
+    def result(self, name: str) -> Any:
+        """The result of finished stage `name`, or None."""
+        entry = self.done.get(name)
+        return None if entry is None else entry["result"]
+
+    def start_sizes(self) -> dict[str, int]:
+        """The logs' sizes when the last finished stage ended (empty logs before the first)."""
+        if self.done:
+            return list(self.done.values())[-1]["log_sizes"]
+        return {p.name: 0 for p in self.run.logs}
+
+    def begin(self) -> dict[str, int]:
+        """Cut the logs back to where the last finished stage left them; returns those sizes."""
+        sizes = self.start_sizes()
+        truncate_logs(self.run.logs, sizes)
+        return sizes
+
+    def finish(self, name: str, result: Any) -> None:
+        self.done[name] = {"result": _clean(result), "log_sizes": log_sizes(self.run.logs)}
+        write_json_atomic(self.path, self.done)

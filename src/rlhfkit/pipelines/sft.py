@@ -16,13 +16,15 @@ def run_sft(cfg: SFTConfig) -> dict:
     """`rlhfkit sft`: load data and model, train, write the run folder, print a summary."""
     check_inputs(cfg.model, device=cfg.device)
     data = load_split_data(cfg, "sft")
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("sft-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite)
+    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("sft-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
+                 resume=cfg.resume)
     run.save_config(cfg)
     policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
           f"{len(data.train)} training / {len(data.eval)} held-out examples", flush=True)
     start = time.perf_counter()
-    result = train_sft(policy, tokenizer, data.train, cfg, data.eval, logger=run.log_metrics, compute_dtype=dtype)
+    result = train_sft(policy, tokenizer, data.train, cfg, data.eval, logger=run.log_metrics, compute_dtype=dtype,
+                       checkpointer=run.checkpointer(cfg.checkpoint_every), resume=cfg.resume)
     truncated = result["data"]["train"]["truncated"] + result["data"]["eval"].get("truncated", 0)
     if truncated:
         print(f"[rlhfkit] {truncated} examples were longer than max_length {cfg.max_length} and were truncated")

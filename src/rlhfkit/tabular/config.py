@@ -19,6 +19,8 @@ class GridworldConfig(SeedOptions):
     """Options shared by `gridworld solve` and `gridworld sweep`."""
 
     help_terms: ClassVar[dict[str, str]] = {"seeded": "learning and simulation"}
+    limits: ClassVar[dict[str, str]] = {"gamma": "(0, 1]", "noise": "[0, 1]", "tolerance": "> 0", "train_episodes": ">= 0",
+                                        "episodes": ">= 0", "max_steps": ">= 1"}
 
     world: WorldName = "aima4x3"
     """built-in world: aima4x3 (Russell & Norvig's 4x3) or lander (Mars lander, 8x6)"""

@@ -1,17 +1,17 @@
 """Pieces the trainers share: stopping on NaN/inf before weights are touched, and the offline
-loops' plumbing (optimiser and schedule, shuffled epochs, the step/eval loop, LoRA set-up, the
-final checkpoint)."""
+loops' plumbing (optimiser and schedule, shuffled epochs, the step/eval/checkpoint loop, LoRA
+set-up, the final model)."""
 
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from rlhfkit.models.lora import add_lora, is_lora
+from rlhfkit.trainers.checkpoint import Checkpointer, EpochCursor, copy_into, tensors_of
 
 
 class NonFiniteError(FloatingPointError):
@@ -53,21 +53,46 @@ def make_optimizer(params, config, total: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def epoch_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
-    """One shuffled pass over n examples in batches (the last one may be smaller)."""
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+def offline_state(trainer) -> dict:
+    """What an offline trainer (sft, dpo) needs to continue exactly: its trained tensors (the
+    adapter, or every weight), optimiser, schedule and step count."""
+    return {"trainable": tensors_of(trainer.trainable), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(), "step_count": trainer.step_count}
 
 
-def run_loop(trainer, train_examples, eval_examples, config, progress: bool, desc: str, postfix) -> tuple[list[dict], list[dict]]:
+def restore_offline_state(trainer, state: dict) -> None:
+    copy_into(trainer.trainable, state["trainable"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.step_count = state["step_count"]
+
+
+def resume_offline(trainer, checkpointer: Checkpointer | None, resume: bool) -> dict | None:
+    """With `resume`, restore `trainer` from the checkpointer's latest checkpoint and return its
+    state (None: nothing to resume from, the run starts at step 0)."""
+    if not resume or checkpointer is None:
+        return None
+    state = checkpointer.load()
+    if state is not None:
+        restore_offline_state(trainer, state)
+    return state
+
+
+def run_loop(trainer, train_examples, eval_examples, config, progress: bool, desc: str, postfix,
+             checkpointer: Checkpointer | None = None, resumed: dict | None = None,
+             extra: dict | None = None) -> tuple[list[dict], list[dict]]:
     """The epoch/step loop shared by the offline trainers: shuffled batches → `trainer.step`,
-    evaluation every `eval_every` steps (else per epoch) and at the end."""
-    rng = random.Random(config.seed)
+    evaluation every `eval_every` steps (else per epoch) and at the end, a checkpoint every
+    `checkpointer.every` steps and at the end. resumed: a checkpoint's state (the trainer is
+    already restored from it) to continue from; extra: saved with every checkpoint."""
+    cursor = EpochCursor(len(train_examples), config.batch_size, config.seed)
     steps = total_steps(len(train_examples), config)
     history: list[dict] = []
     evals: list[dict] = []
-    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
+    if resumed is not None:
+        cursor.load(resumed["cursor"])
+        history, evals = resumed["history"], resumed["evals"]
+    bar = tqdm(total=steps, initial=trainer.step_count, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
 
     def evaluate() -> None:
         if eval_examples and (not evals or evals[-1]["step"] != trainer.step_count):
@@ -76,21 +101,24 @@ def run_loop(trainer, train_examples, eval_examples, config, progress: bool, des
             if trainer.logger:
                 trainer.logger({"stage": f"{desc.lower()}_eval", **{("step" if k == "step" else f"eval/{k}"): v for k, v in result.items()}})
 
-    epoch = 0
+    def checkpoint() -> None:
+        if checkpointer is not None:
+            checkpointer.save(trainer.step_count, {**offline_state(trainer), "cursor": cursor.state(),
+                                                   "history": history, "evals": evals, "extra": extra or {}})
+
     while trainer.step_count < steps:
-        for indices in epoch_batches(len(train_examples), config.batch_size, rng):
-            stats = trainer.step([train_examples[i] for i in indices])
-            history.append({"epoch": epoch, **stats})
-            bar.update(1)
-            bar.set_postfix(postfix(stats))
-            if config.eval_every and trainer.step_count % config.eval_every == 0:
-                evaluate()
-            if trainer.step_count >= steps:
-                break
-        epoch += 1
-        if not config.eval_every:
+        epoch, indices, epoch_done = cursor.next_batch()
+        stats = trainer.step([train_examples[i] for i in indices])
+        history.append({"epoch": epoch, **stats})
+        bar.update(1)
+        bar.set_postfix(postfix(stats))
+        if (config.eval_every and trainer.step_count % config.eval_every == 0) or (epoch_done and not config.eval_every):
             evaluate()
+        if trainer.step_count < steps and checkpointer is not None and checkpointer.due(trainer.step_count):
+            checkpoint()
     evaluate()
+    if resumed is None or resumed["step"] < trainer.step_count:
+        checkpoint()  # the last one: a resume after the end has nothing left to do
     bar.close()
     return history, evals
 

@@ -20,6 +20,7 @@ from rlhfkit.config import (
     LoRAOptions,
     ModelOptions,
     OptimizerOptions,
+    ResumeOptions,
     RunOptions,
     SeedOptions,
 )
@@ -52,6 +53,8 @@ class RolloutOptions:
     help_group: ClassVar[str] = "rollout batch"
     help_terms: ClassVar[dict[str, str]] = {"per_prompt": "prompts per iteration = batch_size / group_size"}
     help_defaults: ClassVar[dict[str, str]] = {"micro_batch_size": "the whole mini-batch"}
+    limits: ClassVar[dict[str, str]] = {"batch_size": ">= 1", "mini_batch_size": ">= 1", "micro_batch_size": ">= 1",
+                                        "ppo_epochs": ">= 1", "max_new_tokens": ">= 1"}
 
     batch_size: int = 32
     """responses sampled per iteration ({per_prompt})"""
@@ -70,6 +73,7 @@ class KLControlOptions:
     """The KL coefficient β and its adaptive controller (Ziegler et al. 2019)."""
 
     help_group: ClassVar[str] = "KL control"
+    limits: ClassVar[dict[str, str]] = {"init_kl_coef": ">= 0", "target_kl": "> 0", "kl_horizon": "> 0"}
 
     init_kl_coef: float | None = None
     """initial KL coefficient β"""
@@ -86,6 +90,12 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
 
     defaults_by: ClassVar[DefaultsBy] = DefaultsBy("algo", ALGO_DEFAULTS)
     help_terms: ClassVar[dict[str, str]] = {"trained": "the policy's trained weights and the value head"}
+    limits: ClassVar[dict[str, str]] = {
+        "steps": ">= 1", "group_size": ">= 1", "clip_coef": "> 0", "vf_coef": ">= 0", "gamma": "[0, 1]", "lam": "[0, 1]",
+        "baseline_decay": "[0, 1)", "anchor_refresh": ">= 1", "nlpo_top_p": "(0, 1]", "nlpo_min_tokens": ">= 1",
+        "nlpo_refresh": ">= 1", "score_clip": "> 0", "missing_eos_penalty": ">= 0", "ptx_coef": ">= 0",
+        "ptx_batch_size": ">= 1", "temperature": "> 0",
+    }
 
     algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo"] = "ppo"
     """the policy-gradient algorithm"""
@@ -191,6 +201,7 @@ class EpochOptions:
 
     help_group: ClassVar[str] = "training"
     help_terms: ClassVar[dict[str, str]] = {"examples": "examples"}
+    limits: ClassVar[dict[str, str]] = {"epochs": ">= 0", "batch_size": ">= 1"}
 
     epochs: int = 1
     """passes over the training data"""
@@ -207,6 +218,7 @@ class RewardTrainConfig(EpochOptions, AdamWOptions, SeedOptions):
         "examples": "rows (pairs, rankings, ratings, ...; a ranking of K responses is one row)",
         "trained": "the backbone", "seeded": "shuffling and head initialisation",
     }
+    limits: ClassVar[dict[str, str]] = {"epochs": ">= 1", "head_learning_rate": "> 0"}
 
     # reward models' defaults of the pieces' fields
     epochs: int = 2
@@ -218,13 +230,15 @@ class RewardTrainConfig(EpochOptions, AdamWOptions, SeedOptions):
 
 @dataclass
 class OfflineTrainOptions(ModelOptions, DataFileOptions, ChatOptions, EpochOptions, LoRAOptions, AdamWOptions,
-                          RunOptions, ComputeOptions, SeedOptions):
+                          ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
     """What SFT and DPO share: a model trained on a data file in epochs of gradient-accumulated
     steps, LoRA or full, under a warmed-up schedule, with periodic evaluation. A subclass sets
     `defaults_by`: the learning rate's default per --lora."""
 
     help_group: ClassVar[str] = "training"
     help_terms: ClassVar[dict[str, str]] = {"trained": "the LoRA adapter, or every weight with --no-lora"}
+    limits: ClassVar[dict[str, str]] = {"max_steps": ">= 0", "micro_batch_size": ">= 1", "warmup_steps": ">= 0",
+                                        "eval_every": ">= 0"}
 
     max_steps: int = 0
     """if > 0: train exactly this many optimiser steps, cycling the data as often as needed (overrides epochs)"""
@@ -281,6 +295,7 @@ class SFTConfig(OfflineTrainOptions):
         "examples": "examples (packed rows with --packing)",
         "seeded": "data order, the held-out split and the adapter's initialisation",
     }
+    limits: ClassVar[dict[str, str]] = {"max_length": ">= 2"}
 
     loss_on: Literal["completion", "all"] = "completion"
     """tokens that carry the loss: the completion (last assistant turn) only, or every token"""
@@ -307,6 +322,8 @@ class DPOConfig(OfflineTrainOptions):
         "model_role": "policy to train", "examples": "pairs (KTO: examples)",
         "seeded": "data order, the held-out split and KTO's mismatched pairs",
     }
+    limits: ClassVar[dict[str, str]] = {"beta": "> 0", "tau": "> 0", "desirable_weight": "> 0", "undesirable_weight": "> 0",
+                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1"}
 
     ref_model: str = ""
     """reference model π_ref (default: the initial policy; with LoRA its adapter-disabled base)"""

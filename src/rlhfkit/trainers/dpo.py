@@ -44,9 +44,11 @@ from rlhfkit.trainers.common import (
     check_finite,
     make_optimizer,
     prepare_policy,
+    resume_offline,
     run_loop,
     total_steps,
 )
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import DPOConfig
 from rlhfkit.trainers.sft import CHAT
 from rlhfkit.types import PairwiseRecord, ThumbsRecord
@@ -272,14 +274,17 @@ class DPOTrainer:
             parts.append((len(micro) / len(items), {("dpo_loss" if kto_on_pairs else "loss"): loss, **stats}))
         return _mean_stats(parts)
 
-    def train(self, train_items: Sequence[Item], eval_items: Sequence[Item] = (), progress: bool = True) -> tuple[list[dict], list[dict]]:
+    def train(self, train_items: Sequence[Item], eval_items: Sequence[Item] = (), progress: bool = True,
+              **checkpointing) -> tuple[list[dict], list[dict]]:
+        """Run the configured epochs / max_steps. checkpointing: run_loop's checkpointer, resumed and extra."""
         def postfix(s):
             shown = {"loss": f"{s['loss']:.3f}", "margin": f"{s['rewards/margin']:+.3f}"}
             if "rewards/accuracy" in s:
                 shown["acc"] = f"{s['rewards/accuracy']:.2f}"
             return shown
 
-        return run_loop(self, train_items, eval_items, self.cfg, progress, desc=self.cfg.loss.upper(), postfix=postfix)
+        return run_loop(self, train_items, eval_items, self.cfg, progress, desc=self.cfg.loss.upper(), postfix=postfix,
+                        **checkpointing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +326,8 @@ def _examples(tokenizer, data: Sequence[Any], config: DPOConfig, pairs_only: boo
 def train_dpo(policy, tokenizer, data: Sequence[PairwiseRecord | ThumbsRecord | UnpairedText], config: DPOConfig,
               reference=None, eval_data: Sequence[PairwiseRecord | ThumbsRecord | UnpairedText] = (),
               logger: Callable[[dict], None] | None = None, progress: bool = True,
-              compute_dtype: torch.dtype = torch.float32) -> dict:
+              compute_dtype: torch.dtype = torch.float32, checkpointer: Checkpointer | None = None,
+              resume: bool = False) -> dict:
     """Train `policy` on preferences with config.loss (dpo, ipo or kto) against `reference`.
 
     data: PairwiseRecords (any loss; soft labels honoured by DPO and IPO, KTO maps chosen →
@@ -330,6 +336,8 @@ def train_dpo(policy, tokenizer, data: Sequence[PairwiseRecord | ThumbsRecord | 
     is not a LoRA model yet, an adapter is added first. Returns a dict: the trained model under
     "policy" (the peft model with LoRA), "steps", "data" counts, "train" (first/last step
     stats), "eval" (before/after metrics, or None), "history" and "eval_history".
+    checkpointer: where to checkpoint (every checkpointer.every steps and at the end; the
+    reference log-probs go with each checkpoint); resume: continue from its latest checkpoint.
     """
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -344,13 +352,21 @@ def train_dpo(policy, tokenizer, data: Sequence[PairwiseRecord | ThumbsRecord | 
         pairs_only = config.loss == "kto" and isinstance(next(iter(eval_data)), PairwiseRecord)
         eval_examples, eval_counts = _examples(tokenizer, eval_data, config, pairs_only=pairs_only)
     trainer = DPOTrainer(policy, tokenizer, config, total_steps(len(train_examples), config), reference, compute_dtype, logger)
-    # reference log-probs: all of them now, while the policy still equals π_ref
-    train_items = trainer.prepare(train_examples)
-    eval_items = trainer.prepare(eval_examples) if eval_examples else []
-    before = trainer.evaluate(eval_items) if eval_items else None
-    if before and logger:
-        logger({"stage": f"{config.loss}_eval", "step": 0, **{f"eval/{k}": v for k, v in before.items()}})
-    history, evals = trainer.train(train_items, eval_items, progress)
+    resumed = resume_offline(trainer, checkpointer, resume)
+    if resumed:  # the reference log-probs computed before the first step (the policy has moved since)
+        saved = resumed["extra"]
+        train_items = [Item(e, r) for e, r in zip(train_examples, saved["train_ref"])]
+        eval_items = [Item(e, r) for e, r in zip(eval_examples, saved["eval_ref"])]
+        before = saved["before"]
+    else:
+        # reference log-probs: all of them now, while the policy still equals π_ref
+        train_items = trainer.prepare(train_examples)
+        eval_items = trainer.prepare(eval_examples) if eval_examples else []
+        before = trainer.evaluate(eval_items) if eval_items else None
+        if before and logger:
+            logger({"stage": f"{config.loss}_eval", "step": 0, **{f"eval/{k}": v for k, v in before.items()}})
+    extra = {"before": before, "train_ref": [it.ref_logps for it in train_items], "eval_ref": [it.ref_logps for it in eval_items]}
+    history, evals = trainer.train(train_items, eval_items, progress, checkpointer=checkpointer, resumed=resumed, extra=extra)
     return {
         "policy": policy,
         "steps": trainer.step_count,

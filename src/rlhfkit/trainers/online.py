@@ -50,6 +50,7 @@ from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import is_lora, reference_forward
+from rlhfkit.trainers.checkpoint import Checkpointer, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
@@ -207,6 +208,7 @@ class OnlineTrainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
         self.step_count = 0
+        self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
         self.last_scored: ScoredRollout | None = None
 
@@ -439,26 +441,27 @@ class OnlineTrainer:
         if self.anchor is not None and self.step_count % self.cfg.anchor_refresh == 0:
             self.anchor.load_state_dict(self.policy.state_dict())
 
-    def train(self, prompts: Sequence[str], progress: bool = True, checkpoint_dir: str | Path | None = None,
-              checkpoint_every: int = 0) -> list[dict[str, float]]:
-        """Run `cfg.steps` iterations, cycling through `prompts`."""
+    def train(self, prompts: Sequence[str], progress: bool = True,
+              checkpointer: Checkpointer | None = None) -> list[dict[str, float]]:
+        """Run `cfg.steps` iterations, cycling through `prompts`; checkpoint every
+        checkpointer.every steps and at the end. Returns the stats of every step (a resumed
+        trainer's earlier steps included)."""
         from tqdm.auto import tqdm
 
-        history = []
         n = self.cfg.prompts_per_step
         bar = tqdm(range(self.step_count, self.cfg.steps), desc=self.cfg.algo.upper(), disable=not progress,
                    unit="step", dynamic_ncols=True, initial=self.step_count, total=self.cfg.steps)
         for i in bar:
             start = (i * n) % len(prompts)
             stats = self.step([prompts[(start + j) % len(prompts)] for j in range(n)])
-            history.append(stats)
+            self.history.append(stats)
             postfix = {"score": f"{stats['reward/score_mean']:.3f}", "kl_k1": f"{stats['kl/k1_seq_mean']:.2f}"}
             if "reward/gold_mean" in stats:
                 postfix["gold"] = f"{stats['reward/gold_mean']:.3f}"
             bar.set_postfix(postfix)
-            if checkpoint_dir and checkpoint_every and self.step_count % checkpoint_every == 0:
-                self.save_checkpoint(Path(checkpoint_dir) / "last")
-        return history
+            if checkpointer is not None and (checkpointer.due(self.step_count) or self.step_count == self.cfg.steps):
+                self.save_checkpoint(checkpointer)
+        return self.history
 
     # ------------------------------------------------------------------------------------------
     def save(self, path) -> None:
@@ -472,44 +475,43 @@ class OnlineTrainer:
 
     def _trainer_state(self) -> dict:
         state = {
-            "step": self.step_count,
-            "trainable": [p.detach().cpu() for p in self.trainable],
+            "trainable": tensors_of(self.trainable),
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl_ctl.value,
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "state": self.state,
+            "history": self.history,
+            "ptx_position": self.ptx.position if self.ptx is not None else 0,
         }
         if self.masker is not None:
-            state["masker"] = [p.detach().cpu() for p in self.masker.model.parameters()]
+            state["masker"] = tensors_of(self.masker.model.parameters())
         if self.anchor is not None:
-            state["anchor"] = [p.detach().cpu() for p in self.anchor.parameters()]
+            state["anchor"] = tensors_of(self.anchor.parameters())
         return state
 
-    def save_checkpoint(self, path) -> None:
+    def save_checkpoint(self, checkpointer: Checkpointer) -> None:
         """Everything needed to resume exactly: trainable weights, optimiser, KL coefficient,
-        RNG states, running baselines. Written to a temporary file, then renamed (atomic)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "trainer_state.pt.tmp"
-        torch.save(self._trainer_state(), tmp)
-        tmp.replace(path / "trainer_state.pt")
+        RNG states, running baselines, the stats so far (trainers/checkpoint.py: atomic)."""
+        checkpointer.save(self.step_count, self._trainer_state())
 
-    def load_checkpoint(self, path) -> None:
-        state = torch.load(Path(path) / "trainer_state.pt", map_location=self.device, weights_only=False)
-        with torch.no_grad():
-            for p, saved in zip(self.trainable, state["trainable"]):
-                p.copy_(saved)
-            for key, model in (("masker", self.masker.model if self.masker else None), ("anchor", self.anchor)):
-                if model is not None:
-                    for p, saved in zip(model.parameters(), state[key]):
-                        p.copy_(saved)
+    def load_checkpoint(self, checkpointer: Checkpointer) -> bool:
+        """Continue from the latest checkpoint (False: there is none; the trainer is unchanged)."""
+        state = checkpointer.load()
+        if state is None:
+            return False
+        copy_into(self.trainable, state["trainable"])
+        for key, model in (("masker", self.masker.model if self.masker else None), ("anchor", self.anchor)):
+            if model is not None:
+                copy_into(model.parameters(), state[key])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.value = state["kl_coef"]
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         self.state = state["state"]
+        self.history = state["history"]
+        if self.ptx is not None:
+            self.ptx.position = state["ptx_position"]
         self.step_count = state["step"]
+        return True
 
 
 class _PtxBatches:

@@ -13,7 +13,7 @@ forward, plus target tensors), its loss, and which of its responses are referenc
 The kind is chosen once (`LABEL_TYPES`); the loop is the same for all of them:
 
     for each batch of records: to_batch → score every text (one forward; M columns for an
-    ensemble) → loss (averaged over members) → step → log;  evaluate held-out every epoch
+    ensemble) → loss (averaged over members) → step → log → checkpoint;  evaluate held-out every epoch
 
 Held-out "accuracy" is pairwise for every kind (`concordance`): the fraction of the comparisons
 implied by the labels that the model orders correctly — pairs (ties skipped), all C(K,2) pairs
@@ -25,7 +25,7 @@ labels (or, when no held-out prompt has two, any two responses with different la
 
 from __future__ import annotations
 
-import random
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -43,6 +43,7 @@ from rlhfkit.algorithms.reward_losses import (
 from rlhfkit.config import ConfigError
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.heads import RewardModel
+from rlhfkit.trainers.checkpoint import Checkpointer, EpochCursor, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RewardTrainConfig
 from rlhfkit.types import (
@@ -360,29 +361,36 @@ def _reward_optimizer(rm: RewardModel, config: RewardTrainConfig) -> torch.optim
     )
 
 
-def _train_epoch(rm: RewardModel, label: LabelType, batches: list[list[Any]], optimizer, config: RewardTrainConfig,
-                 first_step: int, epoch: int, logger: Callable[[dict], None] | None, bar) -> list[dict[str, Any]]:
-    """One pass over `batches` of records: score → the kind's loss → step → log. Returns the rows logged."""
+def _train_step(rm: RewardModel, label: LabelType, records: list[Any], optimizer, config: RewardTrainConfig,
+                step: int, epoch: int, logger: Callable[[dict], None] | None) -> dict[str, Any]:
+    """One batch of records: score → the kind's loss → step → log. Returns the row logged."""
     rm.train()
-    rows = []
-    for step, records in enumerate(batches, start=first_step):
-        batch = label.to_batch(records)  # schema → texts + targets
-        scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
-        loss, stats = label.loss(scores, batch)
-        check_finite("reward-model loss", loss.detach(), step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
-        check_finite("reward-model gradient norm", grad_norm.detach(), step)
-        optimizer.step()
-        row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
-               **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
-        rows.append(row)
+    batch = label.to_batch(records)  # schema → texts + targets
+    scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
+    loss, stats = label.loss(scores, batch)
+    check_finite("reward-model loss", loss.detach(), step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
+    check_finite("reward-model gradient norm", grad_norm.detach(), step)
+    optimizer.step()
+    row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
+           **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
+    if logger:
+        logger(row)
+    return row
+
+
+def _epoch_result(rm: RewardModel, label: LabelType, eval_pairs: Sequence[Any], epoch_rows: list[dict], epoch: int,
+                  logger: Callable[[dict], None] | None) -> dict[str, Any]:
+    """Held-out metrics after an epoch (logged), or without held-out records the epoch's mean training stats."""
+    if eval_pairs:
+        result = evaluate_records(rm, eval_pairs, label)
         if logger:
-            logger(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}")
-    return rows
+            logger({"stage": "reward_model_eval", "epoch": epoch, **{f"eval/{k}": v for k, v in result.items()}})
+        return result
+    keys = [k for k in epoch_rows[0] if k not in ("stage", "step", "epoch")]
+    return {k: sum(r[k] for r in epoch_rows) / len(epoch_rows) for k in keys}
 
 
 def train_reward_model(
@@ -394,6 +402,8 @@ def train_reward_model(
     progress: bool = True,
     *,
     label_type: LabelType | str | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train `rm` (a `RewardModel` or `RewardEnsemble`) in place on records of one kind.
 
@@ -402,7 +412,9 @@ def train_reward_model(
     label_type: a `LabelType` (or kind name) to use; default: inferred from the record type. It
     is fitted on the training records (e.g. the rating scale). Returns the final held-out
     metrics of `evaluate_records`, or, without eval records, the last epoch's mean training
-    loss and statistics. Does not centre the model (see `RewardModel.center`).
+    loss and statistics. Does not centre the model (see `RewardModel.center`). checkpointer:
+    where to checkpoint (every checkpointer.every steps and at the end); resume: continue from
+    its latest checkpoint.
     """
     from tqdm.auto import tqdm
 
@@ -410,26 +422,35 @@ def train_reward_model(
     label.fit(train_pairs)
     if eval_pairs:
         label_type_for(eval_pairs, label)  # same kind, or a clear error before training
-    rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     optimizer = _reward_optimizer(rm, config)
-    order = list(range(len(train_pairs)))
-    steps_per_epoch = (len(order) + config.batch_size - 1) // config.batch_size
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"reward model ({label.kind})", disable=not progress,
+    trainable = [p for p in rm.parameters() if p.requires_grad]
+    cursor = EpochCursor(len(train_pairs), config.batch_size, config.seed)
+    total = config.epochs * math.ceil(len(train_pairs) / config.batch_size)
+    step, result, epoch_rows = 0, {}, []
+    state = checkpointer.load() if resume and checkpointer is not None else None
+    if state is not None:
+        copy_into(trainable, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        cursor.load(state["cursor"])
+        step, result, epoch_rows = state["step"], state["result"], state["epoch_rows"]
+    bar = tqdm(total=total, initial=step, desc=f"reward model ({label.kind})", disable=not progress,
                unit="step", dynamic_ncols=True)
-    result: dict[str, Any] = {}
-    for epoch in range(config.epochs):
-        rng.shuffle(order)
-        batches = [[train_pairs[i] for i in order[start : start + config.batch_size]]
-                   for start in range(0, len(order), config.batch_size)]
-        epoch_rows = _train_epoch(rm, label, batches, optimizer, config, epoch * steps_per_epoch, epoch, logger, bar)
-        if eval_pairs:
-            result = evaluate_records(rm, eval_pairs, label)
-            if logger:
-                logger({"stage": "reward_model_eval", "epoch": epoch, **{f"eval/{k}": v for k, v in result.items()}})
-        else:
-            keys = [k for k in epoch_rows[0] if k not in ("stage", "step", "epoch")]
-            result = {k: sum(r[k] for r in epoch_rows) / len(epoch_rows) for k in keys}
+
+    def checkpoint() -> None:
+        checkpointer.save(step, {"trainable": tensors_of(trainable), "optimizer": optimizer.state_dict(),
+                                 "cursor": cursor.state(), "result": result, "epoch_rows": epoch_rows})
+
+    while step < total:
+        epoch, indices, epoch_done = cursor.next_batch()
+        epoch_rows.append(_train_step(rm, label, [train_pairs[i] for i in indices], optimizer, config, step, epoch, logger))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{epoch_rows[-1]['loss']:.3f}")
+        if epoch_done:
+            result, epoch_rows = _epoch_result(rm, label, eval_pairs, epoch_rows, epoch, logger), []
+        if checkpointer is not None and (step == total or checkpointer.due(step)) and (state is None or step > state["step"]):
+            checkpoint()
     bar.close()
     rm.eval()
     return result

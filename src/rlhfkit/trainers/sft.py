@@ -27,9 +27,11 @@ from rlhfkit.trainers.common import (
     check_finite,
     make_optimizer,
     prepare_policy,
+    resume_offline,
     run_loop,
     total_steps,
 )
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import SFTConfig
 from rlhfkit.types import SFTRecord
 
@@ -108,10 +110,11 @@ class SFTTrainer:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
 
     def train(self, train_examples: Sequence[SFTExample], eval_examples: Sequence[SFTExample] = (),
-              progress: bool = True) -> tuple[list[dict], list[dict]]:
-        """Run the configured epochs / max_steps. Returns (train history, eval history)."""
+              progress: bool = True, **checkpointing) -> tuple[list[dict], list[dict]]:
+        """Run the configured epochs / max_steps. Returns (train history, eval history).
+        checkpointing: run_loop's checkpointer, resumed and extra."""
         return run_loop(self, train_examples, eval_examples, self.cfg, progress, desc="SFT",
-                        postfix=lambda s: {"loss": f"{s['loss']:.3f}"})
+                        postfix=lambda s: {"loss": f"{s['loss']:.3f}"}, **checkpointing)
 
 
 @torch.no_grad()
@@ -150,10 +153,13 @@ def prepare_sft_examples(tokenizer, records: Sequence[SFTRecord], config: SFTCon
 
 def train_sft(policy, tokenizer, records: Sequence[SFTRecord], config: SFTConfig,
               eval_records: Sequence[SFTRecord] = (), logger: Callable[[dict], None] | None = None,
-              progress: bool = True, compute_dtype: torch.dtype = torch.float32) -> dict:
+              progress: bool = True, compute_dtype: torch.dtype = torch.float32,
+              checkpointer: Checkpointer | None = None, resume: bool = False) -> dict:
     """Fine-tune `policy` on demonstrations. With config.lora (and a policy that is not a LoRA
-    model yet) an adapter is added first. Returns a summary dict: the trained model under
-    "policy" (the peft model with LoRA), the train/eval histories, and final metrics."""
+    model yet) an adapter is added first. checkpointer: where to checkpoint (every
+    checkpointer.every steps and at the end); resume: continue from its latest checkpoint.
+    Returns a summary dict: the trained model under "policy" (the peft model with LoRA), the
+    train/eval histories, and final metrics."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if not records:
@@ -162,11 +168,14 @@ def train_sft(policy, tokenizer, records: Sequence[SFTRecord], config: SFTConfig
     train_examples, counts = prepare_sft_examples(tokenizer, records, config, model=policy)
     eval_examples, eval_counts = prepare_sft_examples(tokenizer, eval_records, config) if eval_records else ([], {})
     trainer = SFTTrainer(policy, tokenizer, config, total_steps(len(train_examples), config), compute_dtype, logger)
-    if eval_examples:
+    resumed = resume_offline(trainer, checkpointer, resume)
+    before = resumed["extra"]["before"] if resumed else None
+    if eval_examples and not resumed:
         before = trainer.evaluate(eval_examples)
         if logger:
             logger({"stage": "sft_eval", "step": 0, **{f"eval/{k}": v for k, v in before.items()}})
-    history, evals = trainer.train(train_examples, eval_examples, progress)
+    history, evals = trainer.train(train_examples, eval_examples, progress, checkpointer=checkpointer,
+                                   resumed=resumed, extra={"before": before})
     return {
         "policy": policy,
         "steps": trainer.step_count,
