@@ -1,0 +1,78 @@
+"""Each speed-up of the online hot path against the slower path it replaces (same numbers,
+same gradients), on tiny random models built in code."""
+
+import copy
+
+import pytest
+import torch
+
+from rlhfkit.models.lora import frozen_copy
+from rlhfkit.trainers.config import RLConfig
+from rlhfkit.trainers.online import OnlineTrainer, PassPlan, pass_plan
+from tests.test_online import PROMPTS, good_fraction
+
+
+def _trainer(model, tok, plan: PassPlan | None = None, **kw):
+    base = dict(steps=1, batch_size=8, mini_batch_size=8, micro_batch_size=8, ppo_epochs=1, learning_rate=1e-2,
+                max_new_tokens=6, target_kl=None, seed=0)
+    cfg = RLConfig(**{**base, **kw})
+    trainer = OnlineTrainer(model, tok, good_fraction, cfg, reference=frozen_copy(model), chat=False)
+    if plan is not None:
+        trainer.plan = plan  # the general path: a no-grad π_old pass (and the anchor pass) before the update
+    # plain SGD with lr 1: the parameter change is the gradient itself
+    trainer.optimizer = torch.optim.SGD(trainer.trainable, lr=1.0)
+    return trainer
+
+
+def _flat(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.trainable])
+
+
+@pytest.mark.parametrize("algo,beta", [("grpo", 0.04), ("rloo", 0.05), ("reinforce", 0.05), ("grpo", 0.0)])
+def test_single_update_without_the_old_pass_equals_the_general_path(tiny_llama, tiny_tok, algo, beta):
+    group = 4 if algo in ("grpo", "rloo") else 1
+    runs = []
+    for plan in (None, PassPlan(single_update_rows=0, anchor=True)):
+        trainer = _trainer(copy.deepcopy(tiny_llama), tiny_tok, plan, algo=algo, group_size=group, init_kl_coef=beta)
+        assert (trainer.plan.single_update_rows > 0) == (plan is None)
+        stats = trainer.step(PROMPTS[: 8 // group])
+        runs.append((trainer, stats))
+    (fast, fast_stats), (full, full_stats) = runs
+    start = torch.cat([p.detach().flatten() for p in tiny_llama.parameters()])
+    assert (_flat(full) - start).abs().max() > 1e-4  # the step moved the weights
+    assert torch.allclose(_flat(fast), _flat(full), atol=1e-6), (_flat(fast) - _flat(full)).abs().max()
+    for name in ("loss/policy", "policy/entropy", "advantages/mean", "reward/shaped_return_mean", "policy/grad_norm"):
+        assert fast_stats[name] == pytest.approx(full_stats[name], abs=1e-5), name
+    if beta > 0:
+        assert fast_stats["kl/k1_seq_mean"] == pytest.approx(full_stats["kl/k1_seq_mean"], abs=1e-6)
+    # both paths leave the same scored rollout behind
+    for field in ("old_logprobs", "unmasked_logprobs", "entropy", "kl", "token_rewards"):
+        assert torch.allclose(getattr(fast.last_scored, field), getattr(full.last_scored, field), atol=1e-5), field
+    # and draw the same random numbers, so the next rollouts match too
+    assert torch.equal(fast.generator.get_state(), full.generator.get_state())
+
+
+def test_beta_zero_skips_the_anchor_pass_and_logs_no_kl(tiny_llama, tiny_tok):
+    with_anchor = _trainer(copy.deepcopy(tiny_llama), tiny_tok, PassPlan(single_update_rows=8, anchor=True),
+                           algo="grpo", group_size=4, init_kl_coef=0.0)
+    without = _trainer(copy.deepcopy(tiny_llama), tiny_tok, algo="grpo", group_size=4, init_kl_coef=0.0)
+    assert not without.plan.anchor
+    a, b = with_anchor.step(PROMPTS[:2]), without.step(PROMPTS[:2])
+    assert torch.allclose(_flat(with_anchor), _flat(without), atol=1e-6)
+    assert "kl/k1_seq_mean" in a and "kl/k1_seq_mean" not in b and "kl/k3_seq_mean" not in b
+    assert without.last_scored.anchor_logprobs is None
+
+
+def test_the_plan_keeps_the_old_pass_where_it_is_needed():
+    def plan(**kw):
+        base = dict(batch_size=8, mini_batch_size=8, micro_batch_size=8, target_kl=None)
+        cfg = RLConfig(**{**base, **kw})
+        return pass_plan(cfg, cfg.uses_value_head, cfg.algo == "nlpo")
+
+    assert plan(algo="grpo", ppo_epochs=1).single_update_rows == 8
+    assert plan(algo="grpo", ppo_epochs=2).single_update_rows == 0  # the second epoch is off-policy
+    assert plan(algo="ppo", ppo_epochs=1).single_update_rows == 0  # GAE needs V_old first
+    assert plan(algo="nlpo", ppo_epochs=1).single_update_rows == 0
+    assert plan(algo="grpo", ppo_epochs=1, micro_batch_size=4).single_update_rows == 4  # batches of ≤ 4 rows only
+    assert plan(algo="grpo", init_kl_coef=0.0).anchor is False
+    assert plan(algo="grpo", init_kl_coef=0.0, target_kl=1.0).anchor is True  # adaptive β needs the KL
