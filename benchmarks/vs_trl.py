@@ -14,7 +14,7 @@ one rich in "e"), batch 16, β 0.1, a live reference model (no precomputed log-p
 
 Each (library, job, precision) run is its own subprocess, started in turn (TRL, rlhfkit, TRL,
 rlhfkit, …) so that drift in the machine's speed hits both alike. A run reports its step times
-after `--warmup` steps, stage times where the library exposes them (generate / no-grad passes /
+(wall and process CPU seconds) after `--warmup` steps, stage times where the library exposes them (generate / no-grad passes /
 update), its peak RSS and its reward (DPO: loss) per step. The summary gives medians over steps
 and repeats and the speed ratio TRL time / rlhfkit time (> 1: rlhfkit is faster).
 """
@@ -116,15 +116,17 @@ class Recorder:
 
     def __init__(self):
         self.steps: list[float] = []
+        self.cpu: list[float] = []  # process CPU seconds per step: less moved by other load than wall time
         self.stages: dict[str, list[float]] = {}
         self.curve: list[float] = []
-        self._t0 = 0.0
+        self._t0 = self._c0 = 0.0
 
     def begin(self):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def end(self):
         self.steps.append(time.perf_counter() - self._t0)
+        self.cpu.append(time.process_time() - self._c0)
 
     def stage(self, name: str, seconds: float):
         self.stages.setdefault(name, []).append(seconds)
@@ -249,7 +251,7 @@ def worker(args) -> None:
     if args.lib == "trl" and "no-grad passes" in stages:
         stages["update"] = [s - g - n for s, g, n in zip(rec.steps, stages["generate"], stages["no-grad passes"])]
     w = args.warmup
-    result = {"lib": args.lib, "job": args.job, "precision": args.precision_one, "step_s": rec.steps[w:],
+    result = {"lib": args.lib, "job": args.job, "precision": args.precision_one, "step_s": rec.steps[w:], "cpu_s": rec.cpu[w:],
               "stages_s": {k: v[w:] for k, v in stages.items()}, "curve": rec.curve,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print("RESULT " + json.dumps(result), flush=True)
@@ -286,12 +288,14 @@ def summarise(runs: list[dict]) -> dict:
         curves = [r["curve"] for r in mine]
         out[lib] = {
             "step_s": _median([s for r in mine for s in r["step_s"]]),
+            "cpu_s": _median([s for r in mine for s in r["cpu_s"]]),
             "per_repeat_step_s": [_median(r["step_s"]) for r in mine],
             "stages_s": {k: _median([s for r in mine for s in r["stages_s"].get(k, [])]) for k in stages},
             "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
             "curve": [sum(c[i] for c in curves) / len(curves) for i in range(min(len(c) for c in curves))],
         }
     out["speed_ratio"] = out["trl"]["step_s"] / out["rlhfkit"]["step_s"]
+    out["cpu_ratio"] = out["trl"]["cpu_s"] / out["rlhfkit"]["cpu_s"]
     out["per_repeat_ratio"] = [t / k for t, k in zip(out["trl"]["per_repeat_step_s"], out["rlhfkit"]["per_repeat_step_s"])]
     return out
 
@@ -301,10 +305,10 @@ def print_summary(job: str, precision: str, s: dict) -> None:
     for lib in ("trl", "rlhfkit"):
         r = s[lib]
         stages = "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
-        print(f"  {lib:8s} step {r['step_s']:.3f} s (repeats: {', '.join(f'{x:.2f}' for x in r['per_repeat_step_s'])})"
+        print(f"  {lib:8s} step {r['step_s']:.3f} s, CPU {r['cpu_s']:.3f} s (repeats: {', '.join(f'{x:.2f}' for x in r['per_repeat_step_s'])})"
               f"  peak RSS {r['peak_rss_mb']:.0f} MB  [{stages}]")
         print(f"  {'':8s} {'loss' if job == 'dpo' else 'reward'} per step: {' '.join(f'{x:.3f}' for x in r['curve'])}")
-    print(f"  speed ratio TRL / rlhfkit: {s['speed_ratio']:.2f}x  "
+    print(f"  speed ratio TRL / rlhfkit: {s['speed_ratio']:.2f}x wall, {s['cpu_ratio']:.2f}x CPU  "
           f"(per repeat: {', '.join(f'{x:.2f}' for x in s['per_repeat_ratio'])})")
 
 

@@ -76,3 +76,51 @@ def test_the_plan_keeps_the_old_pass_where_it_is_needed():
     assert plan(algo="grpo", ppo_epochs=1, micro_batch_size=4).single_update_rows == 4  # batches of ≤ 4 rows only
     assert plan(algo="grpo", init_kl_coef=0.0).anchor is False
     assert plan(algo="grpo", init_kl_coef=0.0, target_kl=1.0).anchor is True  # adaptive β needs the KL
+
+
+# -- generation: preallocated KV cache, one prefill per distinct prompt ------------------------
+
+
+def test_preallocated_layer_matches_concatenation():
+    from rlhfkit.generation.sampling import preallocated_layer_class
+
+    layer = preallocated_layer_class()(capacity=3)
+    a, b, c = (torch.randn(2, 4, n, 8) for n in (2, 1, 2))  # the third update outgrows the capacity
+    for step in (a, b, c):
+        keys, values = layer.update(step, -step)
+    assert torch.equal(keys, torch.cat([a, b, c], dim=2)) and torch.equal(values, -keys)
+    assert layer.get_seq_length() == 5 and layer.get_mask_sizes(1) == (6, 0)
+    layer.batch_select_indices(torch.tensor([1, 1, 0]))  # repeats too (a shared prefill's expansion)
+    assert torch.equal(layer.keys, torch.cat([a, b, c], dim=2)[[1, 1, 0]])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sampled_logprobs_equal_a_full_forward_with_repeated_and_padded_prompts(arch, tiny_tok):
+    """The sampler's per-token log-probs (shared prefill, preallocated cache, finished rows
+    dropped) equal those of one uncached forward over [prompt | response]."""
+    from rlhfkit.generation.sampling import SamplingParams, generate
+    from rlhfkit.models.forward import response_forward
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm(arch, vocab_size=len(tiny_tok))
+    prompts = ["the movie was"] * 4 + ["what is two plus two equals"] * 4 + ["i"]
+    ro = generate(model, tiny_tok, prompts, SamplingParams(max_new_tokens=12), chat=False,
+                  generator=torch.Generator().manual_seed(3))
+    assert ro.finished.any() and ro.response_mask.sum(1).min() < ro.response_mask.shape[1]  # some rows were dropped early
+    with torch.no_grad():
+        full = response_forward(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+    assert torch.allclose(ro.logprobs, full.logprobs, atol=1e-5), (ro.logprobs - full.logprobs).abs().max()
+
+
+def test_fused_gelu_computes_the_same_function(tiny_tok):
+    from rlhfkit.models.kernels import fuse_activations
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm("gpt2", vocab_size=len(tiny_tok), layers=2)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert fuse_activations(model) == 2  # one activation per GPT-2 block
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-5)
+    assert fuse_activations(tiny_causal_lm("llama", vocab_size=len(tiny_tok))) == 0  # SiLU is already one kernel

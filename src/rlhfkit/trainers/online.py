@@ -48,6 +48,7 @@ from rlhfkit.data.collators import collate_sft, tokenize_sft
 from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
+from rlhfkit.models.kernels import fuse_activations
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import is_lora, reference_forward
 from rlhfkit.trainers.common import check_finite
@@ -202,6 +203,9 @@ class OnlineTrainer:
         self.policy, self.tokenizer, self.reward_fn, self.gold_fn = policy, tokenizer, reward_fn, gold_fn
         self.cfg = cfg = config
         self.reference = reference
+        for model in (policy, reference):  # same function, fused kernels (before any snapshot is copied)
+            if model is not None:
+                fuse_activations(model)
         self.compute_dtype, self.chat, self.logger = compute_dtype, chat, logger
         self.device = next(policy.parameters()).device
         hidden = getattr(policy.config, "hidden_size", None) or policy.config.n_embd
