@@ -124,3 +124,39 @@ def test_fused_gelu_computes_the_same_function(tiny_tok):
         after = model(input_ids=ids).logits
     assert torch.allclose(before, after, atol=1e-5)
     assert fuse_activations(tiny_causal_lm("llama", vocab_size=len(tiny_tok))) == 0  # SiLU is already one kernel
+
+
+# -- chosen-token log-probs: chunked logsumexp with a recomputing backward ---------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_logprobs_equal_log_softmax_gather_values_and_gradients(dtype):
+    from rlhfkit.algorithms.logprobs import selected_token_logprobs, selected_token_logprobs_and_entropy
+
+    # 7 × 10000 values per row: the chunks hold 3 rows, so B = 5 spans two chunks, one partial
+    z = (torch.randn(5, 7, 10000) * 3).to(dtype).requires_grad_(True)
+    ids = torch.randint(0, 10000, (5, 7))
+    weights = torch.randn(5, 7)
+    reference_z = z.detach().float().requires_grad_(True)
+    reference = torch.log_softmax(reference_z, -1).gather(-1, ids[..., None]).squeeze(-1)
+    (reference * weights).sum().backward()
+    ours, entropy = selected_token_logprobs_and_entropy(z, ids)
+    (ours * weights).sum().backward()
+    assert ours.dtype == torch.float32 and z.grad.dtype == dtype
+    assert torch.allclose(ours, reference, atol=1e-4)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(z.grad.float(), reference_z.grad, atol=tol), (z.grad.float() - reference_z.grad).abs().max()
+    p = torch.softmax(reference_z.detach(), -1)
+    assert torch.allclose(entropy, -(p * p.log()).sum(-1), atol=1e-4)
+    assert not entropy.requires_grad
+    assert torch.allclose(selected_token_logprobs(z, ids), ours)
+
+
+def test_chunked_logprobs_of_a_hand_computed_distribution():
+    from rlhfkit.algorithms.logprobs import selected_token_logprobs_and_entropy
+
+    # logits (0, ln 3): p = (1/4, 3/4); log p_1 = ln 3/4; H = −(¼ ln ¼ + ¾ ln ¾) = 0.5623 nats
+    z = torch.tensor([[[0.0, float(torch.log(torch.tensor(3.0)))]]])
+    logp, entropy = selected_token_logprobs_and_entropy(z, torch.tensor([[1]]))
+    assert logp.item() == pytest.approx(-0.2876821, abs=1e-6)
+    assert entropy.item() == pytest.approx(0.5623351, abs=1e-6)
