@@ -91,19 +91,26 @@ def next_token(
         tokens = logp.argmax(-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     scaled = logits / params.temperature if params.temperature != 1.0 else logits
-    logp = torch.log_softmax(scaled, dim=-1)
     top_k = params.top_k if params.strategy in ("top_k", "sample") else 0
     top_p = params.top_p if params.strategy in ("top_p", "sample") else 1.0
-    if top_k or top_p < 1.0:
-        probs = torch.softmax(filter_logits(scaled, top_k, top_p, params.min_tokens_to_keep), dim=-1)
-    else:
-        probs = logp.exp()  # plain sampling: reuse the normalised log-probs
+    if not top_k and top_p == 1.0:
+        # plain sampling: draw from the unnormalised weights exp(z − max z) and take the
+        # log-prob of the drawn token as z_a − max z − log Σ weights (no (B, V) log-softmax)
+        peak = scaled.max(-1, keepdim=True).values  # (B, 1)
+        weights = (scaled - peak).exp_()  # (B, V)
+        tokens, total = _inverse_cdf_sample(weights, generator, with_total=True)
+        chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1)
+        return tokens, chosen - peak.squeeze(-1) - total.log()
+    logp = torch.log_softmax(scaled, dim=-1)
+    probs = torch.softmax(filter_logits(scaled, top_k, top_p, params.min_tokens_to_keep), dim=-1)
     tokens = _inverse_cdf_sample(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw per row of (B, V) `probs` by inverting the CDF with a single uniform per row.
+def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None, with_total: bool = False):
+    """One draw per row of (B, V) `probs` (or any non-negative weights: the CDF is scaled by its
+    last value) by inverting the CDF with a single uniform per row. Returns tokens (B,), and with
+    `with_total` also the row sums of the weights (B,).
 
     Exact like torch.multinomial, but it needs B random numbers instead of B·V (multinomial and
     the exponential race cost ~24 ms per step on a 49k vocabulary on CPU; this ~2 ms). With
@@ -111,7 +118,8 @@ def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None) 
     """
     cdf = probs.cumsum(-1)  # (B, V)
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    return (tokens, cdf[:, -1]) if with_total else tokens
 
 
 # KV-cache argument names, by model class (see `_cache_argument`).
