@@ -209,7 +209,7 @@ def preallocated_layer_class():
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
             end = self.length + key_states.shape[-2]
             if not self.is_initialized or end > self._k.shape[2]:
-                size = max(end, self.capacity)
+                size = max(end, self.capacity, 2 * self.length)  # beyond the capacity: doubling
                 k = key_states.new_empty(*key_states.shape[:2], size, key_states.shape[-1])
                 v = value_states.new_empty(*value_states.shape[:2], size, value_states.shape[-1])
                 if self.is_initialized:
