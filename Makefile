@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rlhfkit-setup
 PIPQ   := $(if $(VERBOSE),,-q)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# rlhfkit vs TRL 1.16 on this machine (GRPO, RLOO, DPO; fp32 and bf16), interleaved runs.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--jobs grpo --precision bf16 --repeats 2".
+bench: setup
+	@$(PY) -c "import trl" 2>/dev/null || $(PIP) install $(PIPQ) "trl==1.16.0"
+	$(PY) benchmarks/vs_trl.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,7 +1,11 @@
 """Rollout generation: rlhfkit's sampler vs `transformers` `generate` (what TRL's PPO/GRPO/RLOO
 trainers call), side by side in one run on the same model, prompts and settings.
 
-    .venv/bin/python benchmarks/generation.py [--batch 32] [--new-tokens 32] [--repeats 3]
+    .venv/bin/python benchmarks/generation.py [--batch 32] [--new-tokens 32] [--repeats 3] [--group 1]
+    .venv/bin/python benchmarks/generation.py --model bench-gpt2 --batch 64 --new-tokens 48 --group 8
+
+`--model bench-gpt2` is the tiny GPT-2 of benchmarks/vs_trl.py (built in code, random init);
+`--group G` samples each of batch / G prompts G times, as a GRPO/RLOO rollout does.
 
 Prints seconds per batch for both and the ratio (>1 means rlhfkit is faster). Both sample at
 temperature 1 with the KV cache and stop at EOS; both run under the same precision.
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,12 +35,24 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--group", type=int, default=1, help="samples per distinct prompt")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = resolve_device("auto")
     dtype = resolve_precision(args.precision, device)
-    model, tok = load_policy(args.model, device=device)
-    prompts = get_task("sentiment").prompts("test", args.batch)
+    if args.model == "bench-gpt2":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import vs_trl
+
+        model, tok = vs_trl.build_model().eval(), vs_trl.build_tokenizer()
+        distinct = vs_trl.prompts(args.batch // args.group)
+    else:
+        model, tok = load_policy(args.model, device=device)
+        distinct = get_task("sentiment").prompts("test", args.batch // args.group)
+    prompts = [p for p in distinct for _ in range(args.group)]
     eos = eos_token_ids(model, tok)
     params = SamplingParams(strategy="sample", max_new_tokens=args.new_tokens)
 
@@ -51,22 +69,26 @@ def main() -> None:
         new = out[:, ids.shape[1]:]
         return int((new != tok.pad_token_id).sum())
 
-    results = {}
-    for name, fn in (("rlhfkit", ours), ("transformers.generate", hf)):
+    runners = {"rlhfkit": ours, "transformers.generate": hf}
+    wall = {name: [] for name in runners}
+    cpu = {name: [] for name in runners}
+    tokens = {name: [] for name in runners}
+    for fn in runners.values():
         fn()  # warm-up
-        times, tokens = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            tokens.append(fn())
-            times.append(time.perf_counter() - start)
-        results[name] = (statistics.median(times), statistics.mean(tokens))
-    print(f"model {args.model}, batch {args.batch}, {args.new_tokens} new tokens, {device}, {str(dtype).replace('torch.', '')}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    for name, (sec, tokens) in results.items():
-        print(f"  {name:24s} {sec:7.2f} s/batch   {tokens / sec:8.1f} tokens/s")
-    ratio = results["transformers.generate"][0] / results["rlhfkit"][0]
-    print(f"  speed ratio (transformers / rlhfkit time): {ratio:.2f}x")
-
+    for _ in range(args.repeats):  # interleaved, so drift in the machine's speed hits both alike
+        for name, fn in runners.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            tokens[name].append(fn())
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    print(f"model {args.model}, batch {args.batch} ({args.group} per prompt), {args.new_tokens} new tokens, {device}, "
+          f"{str(dtype).replace('torch.', '')}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    med = {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in runners}
+    for name, (sec, cpu_sec) in med.items():
+        print(f"  {name:24s} {sec:7.2f} s/batch (CPU {cpu_sec:.2f} s)   {statistics.mean(tokens[name]) / sec:8.1f} tokens/s")
+    hf_name = "transformers.generate"
+    print(f"  speed ratio (transformers / rlhfkit time): {med[hf_name][0] / med['rlhfkit'][0]:.2f}x wall, "
+          f"{med[hf_name][1] / med['rlhfkit'][1]:.2f}x CPU")
 
 if __name__ == "__main__":
     main()

@@ -156,9 +156,11 @@ class ScoredRollout:
     scores:            (B,) after shaping (clip, normalisation, missing-EOS penalty)
     baseline_scores:   (B,) ReMax's shaped score of the greedy response to the same prompt, or None
     old_logprobs:      (B, T) log π_old(a_t | s_t) from a no-grad pass of the policy that sampled
+                       (or, for a single on-policy update, the detached log-probs of its forward)
                        (renormalised over the NLPO mask when there is one)
     unmasked_logprobs: (B, T) log π_old(a_t | s_t) of the policy itself
-    anchor_logprobs:   (B, T) log π_anchor(a_t | s_t): the reference, or the previous policy
+    anchor_logprobs:   (B, T) log π_anchor(a_t | s_t): the reference, or the previous policy; None
+                       when β is 0 and fixed (the trainer then skips that pass; kl is all 0)
     old_values:        (B, T) V_old(s_t), or None without a value head
     entropy:           (B, T) H(π_old(· | s_t))
     kl:                (B, T) per-token KL estimate of π_old to the anchor (the configured
@@ -174,7 +176,7 @@ class ScoredRollout:
     baseline_scores: "torch.Tensor | None"
     old_logprobs: "torch.Tensor"
     unmasked_logprobs: "torch.Tensor"
-    anchor_logprobs: "torch.Tensor"
+    anchor_logprobs: "torch.Tensor | None"
     old_values: "torch.Tensor | None"
     entropy: "torch.Tensor"
     kl: "torch.Tensor"

@@ -20,7 +20,11 @@ from rlhfkit.algorithms.kl import (
     kl_k3,
     make_kl_controller,
 )
-from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
+from rlhfkit.algorithms.logprobs import (
+    entropy_from_logits,
+    selected_token_logprobs,
+    selected_token_logprobs_and_entropy,
+)
 from rlhfkit.algorithms.losses import (
     aggregate_loss,
     bradley_terry_loss,
@@ -96,6 +100,7 @@ __all__ = [
     "masked_var",
     "ppo_value_loss",
     "selected_token_logprobs",
+    "selected_token_logprobs_and_entropy",
     "whiten",
     "RunningMoments",
     "batch_normalize_scores",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhfkit.algorithms.logprobs import entropy_from_logits, selected_token_logprobs
+from rlhfkit.algorithms.logprobs import selected_token_logprobs, selected_token_logprobs_and_entropy
 from rlhfkit.algorithms.masking import masked_logits
 from rlhfkit.types import ForwardOutput
 
@@ -33,9 +33,10 @@ def response_forward(
 ) -> ForwardOutput:
     """One pass of `model` over [prompt | response].
 
-    prompt_*: (B, P) left-padded; response_*: (B, T) right-padded. Logits are computed only for
-    the T positions that predict response tokens (`logits_to_keep`), and only the chosen tokens'
-    log-probs are kept. Returns a `ForwardOutput` of (B, T) tensors, 0 on padding: logprobs in
+    prompt_*: (B, P) left-padded; response_*: (B, T) right-padded. The hidden states are cut to
+    the T + 1 last positions before the LM head (`logits_to_keep`; an int, which every model
+    takes), and only the chosen tokens' log-probs are kept (chunked logsumexp,
+    `selected_token_logprobs`). Returns a `ForwardOutput` of (B, T) tensors, 0 on padding: logprobs in
     nats, and when asked values V(s_t) from `value_head` on the last hidden state and entropy.
     With an NLPO `action_mask` (B, T, V) bool, `logprobs` are of the policy renormalised over
     the allowed tokens and `unmasked_logprobs` of the policy itself (what the KL penalty uses);
@@ -51,15 +52,18 @@ def response_forward(
     )
     logits = out.logits[:, :-1]  # (B, T, V): position P−1+t predicts response token t
     mask = response_mask.to(torch.float32)
-    unmasked = selected_token_logprobs(logits, response_ids) * mask  # (B, T)
+    entropy = None
+    if with_entropy:
+        unmasked, entropy = selected_token_logprobs_and_entropy(logits, response_ids)  # (B, T) each
+        entropy = entropy * mask
+    else:
+        unmasked = selected_token_logprobs(logits, response_ids)
+    unmasked = unmasked * mask
     logprobs = unmasked
     if action_mask is not None:
         logprobs = selected_token_logprobs(masked_logits(logits.float(), action_mask), response_ids) * mask
-    values = entropy = None
+    values = None
     if value_head is not None:
         hidden = out.hidden_states[-1][:, -(T + 1):-1]  # (B, T, H), the state before token t
         values = value_head(hidden).float() * mask
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits) * mask
     return ForwardOutput(logprobs=logprobs, unmasked_logprobs=unmasked, values=values, entropy=entropy)

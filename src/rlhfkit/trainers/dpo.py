@@ -38,6 +38,7 @@ from rlhfkit.data.collators import (
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.forward import response_forward
+from rlhfkit.models.kernels import fuse_activations
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import frozen_copy, is_lora, reference_forward
 from rlhfkit.trainers.common import (
@@ -96,6 +97,9 @@ class DPOTrainer:
         if reference is None and not is_lora(policy) and not config.precompute_ref:
             reference = frozen_copy(policy)
         self.reference = reference
+        for model in (policy, reference):  # same function, fused kernels
+            if model is not None:
+                fuse_activations(model)
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
         if config.loss in PAIR_LOSSES:

@@ -48,6 +48,7 @@ from rlhfkit.data.collators import collate_sft, tokenize_sft
 from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
+from rlhfkit.models.kernels import fuse_activations
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import is_lora, reference_forward
 from rlhfkit.trainers.checkpoint import Checkpointer, copy_into, tensors_of
@@ -72,7 +73,28 @@ class PolicyPasses:
     """The no-grad passes over a rollout before the update."""
 
     old: ForwardOutput  # π_old: logprobs, unmasked_logprobs, values, entropy, each (B, T)
-    anchor_logprobs: torch.Tensor  # (B, T) log π_anchor: the reference or the previous policy
+    anchor_logprobs: torch.Tensor | None  # (B, T) log π_anchor: the reference or the previous policy
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """Which forward passes an iteration makes, chosen once from the config.
+
+    single_update_rows: > 0 when the update is one on-policy optimiser step (ppo_epochs 1, one
+    mini-batch, one micro-batch, no value head, no NLPO mask): a batch of up to that many rows then
+    skips the no-grad policy pass, since π_old = π at that step and the forward with grad gives
+    log π_old (detached) for the KL, the advantages and the ratio (which is 1, its gradient ∇log π).
+    anchor: False when β is 0 and fixed: nothing reads log π_anchor, so its pass is skipped (and no
+    KL is logged)."""
+
+    single_update_rows: int
+    anchor: bool
+
+
+def pass_plan(cfg: RLConfig, has_value_head: bool, has_masker: bool) -> PassPlan:
+    single = cfg.ppo_epochs == 1 and not has_value_head and not has_masker
+    rows = min(cfg.mini_batch_size, cfg.micro_batch_size) if single else 0
+    return PassPlan(single_update_rows=rows, anchor=cfg.init_kl_coef != 0 or cfg.target_kl is not None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +204,9 @@ class OnlineTrainer:
         self.policy, self.tokenizer, self.reward_fn, self.gold_fn = policy, tokenizer, reward_fn, gold_fn
         self.cfg = cfg = config
         self.reference = reference
+        for model in (policy, reference):  # same function, fused kernels (before any snapshot is copied)
+            if model is not None:
+                fuse_activations(model)
         self.compute_dtype, self.chat, self.logger = compute_dtype, chat, logger
         self.device = next(policy.parameters()).device
         hidden = getattr(policy.config, "hidden_size", None) or policy.config.n_embd
@@ -207,6 +232,7 @@ class OnlineTrainer:
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
+        self.plan = pass_plan(cfg, self.value_head is not None, self.masker is not None)
         self.step_count = 0
         self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
@@ -244,25 +270,32 @@ class OnlineTrainer:
         return scores.repeat_interleave(self.cfg.group_size)
 
     @torch.no_grad()
+    def _anchor_logprobs(self, ro: Rollout) -> torch.Tensor | None:
+        """(B, T) log π_anchor of the rollout (the previous-policy snapshot, else the frozen
+        reference / adapter-disabled base), or None when the plan skips that pass."""
+        if not self.plan.anchor:
+            return None
+        with self._autocast(), reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
+            return response_forward(anchor, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+
+    @torch.no_grad()
     def _old_and_anchor(self, ro: Rollout) -> PolicyPasses:
         """Policy pass (old log-probs, values, entropy) and anchor pass (reference or previous policy)."""
-        args = (ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
         with self._autocast():
-            old = response_forward(self.policy, *args, value_head=self.value_head, with_entropy=True,
-                                   action_mask=ro.action_mask)
-            # the previous-policy snapshot, else the frozen reference / adapter-disabled base
-            with reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
-                anchor_logprobs = response_forward(anchor, *args).logprobs
-        return PolicyPasses(old, anchor_logprobs)
+            old = response_forward(self.policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                   value_head=self.value_head, with_entropy=True, action_mask=ro.action_mask)
+        return PolicyPasses(old, self._anchor_logprobs(ro))
 
     def _scored_rollout(self, ro: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor,
-                        baseline_scores: torch.Tensor | None) -> ScoredRollout:
+                        baseline_scores: torch.Tensor | None, passes: PolicyPasses) -> ScoredRollout:
         """The rollout with its old/anchor passes, per-token KL and KL-shaped token rewards."""
-        passes = self._old_and_anchor(ro)
         mask = ro.response_mask
         kl_coef = self.kl_ctl.value
         # the KL penalty uses the policy's own (unmasked) log-probs, also under NLPO
-        kl = self.kl_fn(passes.old.unmasked_logprobs, passes.anchor_logprobs) * mask  # (B, T)
+        if passes.anchor_logprobs is not None:
+            kl = self.kl_fn(passes.old.unmasked_logprobs, passes.anchor_logprobs) * mask  # (B, T)
+        else:
+            kl = torch.zeros_like(mask)  # β = 0: not computed
         token_rewards = kl_penalized_token_rewards(scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
         return ScoredRollout(
             rollout=ro, raw_scores=raw_scores, scores=scores, baseline_scores=baseline_scores,
@@ -288,22 +321,31 @@ class OnlineTrainer:
             for start in range(0, B, self.cfg.mini_batch_size):
                 yield order[start : start + self.cfg.mini_batch_size]
 
-    def _micro_loss(self, scored: ScoredRollout, idx: torch.Tensor, advantages: torch.Tensor,
-                    returns: torch.Tensor | None, mini_tokens: torch.Tensor, mini_size: int) -> dict[str, float]:
-        """Forward the rows `idx` with grad, backpropagate their share of the mini-batch loss and
-        return their stats."""
-        cfg, ro = self.cfg, scored.rollout
+    def _grad_forward(self, ro: Rollout, idx: torch.Tensor, with_entropy: bool = False):
+        """The rows `idx` of the rollout, padding trimmed, forwarded with grad: (ForwardOutput,
+        response mask (b, T'))."""
         p_ids, p_mask, r_ids, r_mask = trim_padding(ro.prompt_ids[idx], ro.prompt_mask[idx],
                                                     ro.response_ids[idx], ro.response_mask[idx])
         T = r_ids.shape[1]
         action_mask = ro.action_mask[idx, :T] if ro.action_mask is not None else None
         with self._autocast():
             out = response_forward(self.policy, p_ids, p_mask, r_ids, r_mask, value_head=self.value_head,
-                                   action_mask=action_mask)
+                                   with_entropy=with_entropy, action_mask=action_mask)
+        return out, r_mask
+
+    def _micro_loss(self, scored: ScoredRollout, idx: torch.Tensor, advantages: torch.Tensor,
+                    returns: torch.Tensor | None, mini_tokens: torch.Tensor, mini_size: int,
+                    forward: tuple[ForwardOutput, torch.Tensor] | None = None) -> dict[str, float]:
+        """Forward the rows `idx` with grad (or take `forward`, their forward already made),
+        backpropagate their share of the mini-batch loss and return their stats."""
+        cfg = self.cfg
+        out, r_mask = forward if forward is not None else self._grad_forward(scored.rollout, idx)
+        T = r_mask.shape[1]
         old_logprobs = scored.old_logprobs[idx, :T]
         per_token, clipped = clipped_surrogate(out.logprobs, old_logprobs, advantages[idx, :T], cfg.clip_coef)
-        per_token = self.kl_placement.add_to_loss(per_token, self.kl_fn, out.unmasked_logprobs,
-                                                  scored.anchor_logprobs[idx, :T], scored.kl_coef)
+        if scored.anchor_logprobs is not None:
+            per_token = self.kl_placement.add_to_loss(per_token, self.kl_fn, out.unmasked_logprobs,
+                                                      scored.anchor_logprobs[idx, :T], scored.kl_coef)
         loss = aggregate_loss(per_token, r_mask, cfg.loss_aggregation, mini_tokens, mini_size, cfg.max_new_tokens)
         stats: dict[str, float] = {}
         if self.value_head is not None:
@@ -363,6 +405,36 @@ class OnlineTrainer:
             stats["loss/ptx"] = sum(ptx_losses) / len(ptx_losses)
         return stats
 
+    def _single_update(self, ro: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor,
+                       baseline_scores: torch.Tensor | None,
+                       anchor_logprobs: torch.Tensor | None) -> tuple[ScoredRollout, torch.Tensor, dict[str, float]]:
+        """shape + advantages + loss + step when the update is one on-policy step over the whole
+        batch (`PassPlan`): the forward with grad stands in for the no-grad π_old pass. The same
+        permutation is drawn as in `_update`, so the RNG streams match the general path's.
+        Returns (scored rollout, advantages (B, T), update stats)."""
+        B, T = ro.response_mask.shape
+        (idx,) = self._mini_batches(B)
+        self.policy.eval()
+        self.optimizer.zero_grad(set_to_none=True)
+        out, r_mask = self._grad_forward(ro, idx, with_entropy=True)
+
+        def detached(x: torch.Tensor) -> torch.Tensor:  # rows idx, T' ≤ T columns -> (B, T) in rollout order
+            full = torch.zeros(B, T, device=self.device)
+            full[idx, : x.shape[1]] = x.detach().float()
+            return full
+
+        old = ForwardOutput(logprobs=detached(out.logprobs), unmasked_logprobs=detached(out.unmasked_logprobs),
+                            entropy=detached(out.entropy))
+        scored = self._scored_rollout(ro, raw_scores, scores, baseline_scores, PolicyPasses(old, anchor_logprobs))
+        advantages, returns = self._advantages(scored)
+        stats = self._micro_loss(scored, idx, advantages, returns, scored.mask.sum().clamp(min=1), B, forward=(out, r_mask))
+        grad_norm, ptx_loss = self._optimizer_step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats["policy/grad_norm"] = grad_norm
+        if ptx_loss is not None:
+            stats["loss/ptx"] = ptx_loss
+        return scored, advantages, stats
+
     # ------------------------------------------------------------------------------------------
     def step(self, prompts: Sequence[str]) -> dict[str, float]:
         """One iteration on `prompts` (each is sampled group_size times). Returns the logged stats."""
@@ -379,14 +451,21 @@ class OnlineTrainer:
         scores = self._shape_scores(raw_scores, ro.finished)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
         times.append(time.perf_counter())
-        # shape: old and anchor log-probs, per-token KL, KL-shaped token rewards
-        scored = self._scored_rollout(ro, raw_scores, scores, baseline_scores)
+        if len(prompts) <= self.plan.single_update_rows:
+            # one on-policy step: the anchor pass, then shape, advantages, loss and step, the
+            # forward with grad giving π_old
+            anchor_logprobs = self._anchor_logprobs(ro)
+            times.append(time.perf_counter())
+            scored, advantages, update_stats = self._single_update(ro, raw_scores, scores, baseline_scores, anchor_logprobs)
+        else:
+            # shape: old and anchor log-probs, per-token KL, KL-shaped token rewards
+            scored = self._scored_rollout(ro, raw_scores, scores, baseline_scores, self._old_and_anchor(ro))
+            times.append(time.perf_counter())
+            # advantages, loss + step
+            advantages, returns = self._advantages(scored)
+            update_stats = self._update(scored, advantages, returns)
         times.append(time.perf_counter())
-        # advantages
-        advantages, returns = self._advantages(scored)
-        # loss + step, then the KL controller's step on this batch's mean sequence KL
-        update_stats = self._update(scored, advantages, returns)
-        times.append(time.perf_counter())
+        # the KL controller's step on this batch's mean sequence KL
         self.kl_ctl.update(float(scored.kl.sum(1).mean()), len(prompts))
         # log
         stats = self._stats(scored, advantages, update_stats, times)
@@ -402,8 +481,6 @@ class OnlineTrainer:
         """The logged stats of one iteration. times: perf_counter at the start and after generate,
         score, forward and update."""
         ro, mask, raw = scored.rollout, scored.mask, scored.raw_scores
-        k1 = kl_k1(scored.unmasked_logprobs, scored.anchor_logprobs) * mask
-        k3 = kl_k3(scored.unmasked_logprobs, scored.anchor_logprobs) * mask
         adv_mean = masked_mean(advantages, mask)
         stats = {
             "step": self.step_count,
@@ -411,8 +488,6 @@ class OnlineTrainer:
             "reward/score_mean": float(raw.mean()),
             "reward/score_std": float(raw.std()) if len(raw) > 1 else 0.0,
             "reward/shaped_return_mean": float(scored.token_rewards.sum(1).mean()),
-            "kl/k1_seq_mean": float(k1.sum(1).mean()),
-            "kl/k3_seq_mean": float(k3.sum(1).mean()),
             "kl/coef": scored.kl_coef,
             "policy/entropy": float(masked_mean(scored.entropy, mask)),
             "response/length_mean": float(mask.sum(1).mean()),
@@ -421,6 +496,9 @@ class OnlineTrainer:
             "advantages/std": float(masked_mean((advantages - adv_mean) ** 2, mask).sqrt()),
             **update_stats,
         }
+        if scored.anchor_logprobs is not None:  # with β = 0 and fixed the anchor pass is skipped
+            for name, kl_fn in (("k1", kl_k1), ("k3", kl_k3)):
+                stats[f"kl/{name}_seq_mean"] = float((kl_fn(scored.unmasked_logprobs, scored.anchor_logprobs) * mask).sum(1).mean())
         for name, (t0, t1) in zip(("generate", "score", "forward", "update"), itertools.pairwise(times)):
             stats[f"time/{name}"] = t1 - t0
         if scored.old_values is not None:
@@ -455,7 +533,9 @@ class OnlineTrainer:
             start = (i * n) % len(prompts)
             stats = self.step([prompts[(start + j) % len(prompts)] for j in range(n)])
             self.history.append(stats)
-            postfix = {"score": f"{stats['reward/score_mean']:.3f}", "kl_k1": f"{stats['kl/k1_seq_mean']:.2f}"}
+            postfix = {"score": f"{stats['reward/score_mean']:.3f}"}
+            if "kl/k1_seq_mean" in stats:
+                postfix["kl_k1"] = f"{stats['kl/k1_seq_mean']:.2f}"
             if "reward/gold_mean" in stats:
                 postfix["gold"] = f"{stats['reward/gold_mean']:.3f}"
             bar.set_postfix(postfix)
