@@ -17,7 +17,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.evaluation.tables import compare_table
+from rlhfkit.evaluation.tables import compare_table, kl_control_line
 from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
@@ -27,7 +27,7 @@ from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 from rlhfkit.types import PairwiseRecord
 
 
@@ -37,8 +37,8 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     rl = cfg.rl_config(method)
     trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
                             logger=lambda s: log({"method": method, **s}))
-    trainer.train(train_prompts)
-    return policy, tokenizer, rl.steps * rl.batch_size
+    history = trainer.train(train_prompts)
+    return policy, tokenizer, rl.steps * rl.batch_size, lambda held_out_kl: kl_control_summary(trainer, history, held_out_kl)
 
 
 def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log):
@@ -96,8 +96,9 @@ def run_compare(cfg: CompareConfig) -> dict:
     for method in cfg.methods:
         start = time.perf_counter()
         if method in ALGORITHMS:
-            policy, tok, samples = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics)
+            policy, tok, samples, kl_control = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics)
             evaluate(method, policy, tok, time.perf_counter() - start, samples)
+            rows[-1]["kl_control"] = kl_control(rows[-1]["kl_to_reference"])
         elif method == "dpo":
             policy, tok, samples = _dpo(cfg, task, device, dtype, train_prompts, run.log_metrics)
             evaluate("dpo", policy, tok, time.perf_counter() - start, samples)
@@ -118,6 +119,7 @@ def run_compare(cfg: CompareConfig) -> dict:
     run.write_summary(summary)
     print()
     print(compare_table(rows))
+    print("\n".join(f"{r['method']}: {kl_control_line(r['kl_control'])}" for r in rows if "kl_control" in r))
     print()
     print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
     if summary["leaderboard"]:

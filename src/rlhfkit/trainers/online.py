@@ -202,7 +202,8 @@ class OnlineTrainer:
         if self.value_head is not None:
             self.trainable += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=0.0)
-        self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
+        self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_controller,
+                                         cfg.kl_kp, cfg.kl_ki)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
@@ -411,6 +412,8 @@ class OnlineTrainer:
             "reward/shaped_return_mean": float(scored.token_rewards.sum(1).mean()),
             "kl/k1_seq_mean": float(k1.sum(1).mean()),
             "kl/k3_seq_mean": float(k3.sum(1).mean()),
+            # the KL the controller sees: the configured estimator, summed per sequence
+            f"kl/{self.cfg.kl_estimator}_seq_mean": float(scored.kl.sum(1).mean()),
             "kl/coef": scored.kl_coef,
             "policy/entropy": float(masked_mean(scored.entropy, mask)),
             "response/length_mean": float(mask.sum(1).mean()),
@@ -476,6 +479,7 @@ class OnlineTrainer:
             "trainable": [p.detach().cpu() for p in self.trainable],
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl_ctl.value,
+            "kl_controller": dict(vars(self.kl_ctl)),  # β and, for PI, its integral
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "state": self.state,
@@ -506,10 +510,33 @@ class OnlineTrainer:
                         p.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.value = state["kl_coef"]
+        vars(self.kl_ctl).update(state.get("kl_controller", {}))
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.state = state["state"]
         self.step_count = state["step"]
+
+
+def kl_control_summary(trainer: OnlineTrainer, history: Sequence[dict], held_out_kl: float | None = None) -> dict:
+    """The `kl_control` block of a run's summary: the controller, its target and the KL it
+    achieved. `achieved_train` is the mean per-sequence KL (the configured estimator, nats) of
+    the last fifth of the steps (at least one), `achieved_held_out` the held-out KL when the run
+    measured one; `achieved` is the held-out figure when there is one. `within_25pct`: |achieved
+    / target − 1| ≤ 0.25 (None without a target)."""
+    cfg = trainer.cfg
+    key = f"kl/{cfg.kl_estimator}_seq_mean"
+    tail = list(history)[-max(1, len(history) // 5):]
+    train_kl = sum(h[key] for h in tail) / len(tail) if tail else None
+    achieved = held_out_kl if held_out_kl is not None else train_kl
+    target = cfg.target_kl
+    return {
+        "controller": cfg.kl_controller if target is not None else "fixed",
+        "target": target, "estimator": cfg.kl_estimator,
+        "initial_coef": cfg.init_kl_coef, "final_coef": trainer.kl_ctl.value,
+        "achieved_train": train_kl, "achieved_train_steps": len(tail), "achieved_held_out": held_out_kl,
+        "achieved": achieved,
+        "within_25pct": None if target is None or achieved is None else abs(achieved / target - 1) <= 0.25,
+    }
 
 
 class _PtxBatches:
