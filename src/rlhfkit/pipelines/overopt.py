@@ -82,21 +82,35 @@ def run_overopt(cfg: OveroptConfig) -> dict:
     with study.timer("best-of-n sweep"):
         bon = _bon_sweep(study, policy, tokenizer, proxies)
     del policy
-    with study.timer("RL sweep"):
-        rl_runs = _rl_sweep(study, proxies) if cfg.rl_steps > 0 else []
     result = {
         "command": "overopt", "task": task.name, "policy": cfg.policy, "reward_backbone": cfg.reward_backbone,
         "device": str(device), "precision": str(study.dtype).replace("torch.", ""),
-        "labels": labels["summary"], "proxies": [p["summary"] for p in proxies], "bon": bon, "rl": rl_runs,
-        "stage_seconds": study.timer.seconds, "total_seconds": round(sum(study.timer.seconds.values()), 2),
+        "labels": labels["summary"], "proxies": [p["summary"] for p in proxies], "bon": bon, "rl": [],
     }
-    result["checks"] = study_checks(result)
-    write_json_atomic(run.path / "overopt.json", result)
-    run.write_summary(result)
-    save_overopt_figure(result, run.path / "overopt.png")
+    _write_outputs(study, result, partial=cfg.rl_steps > 0)  # a long RL sweep leaves the best-of-n results meanwhile
+    if cfg.rl_steps > 0:
+        with study.timer("RL sweep"):
+            by_labels = {p["labels"]: p for p in proxies}
+            for count in cfg.rl_proxy_counts:
+                for beta in cfg.rl_kl_coefs:
+                    result["rl"].append(_rl_run(study, by_labels[count], beta))
+                    _write_outputs(study, result, partial=True)
+    _write_outputs(study, result, partial=False)
     print(study_table(result, run.path))
     write_report(run.path)
     return result
+
+
+def _write_outputs(study: _Study, result: dict, partial: bool) -> None:
+    """overopt.json, summary.json and overopt.png of what the study has so far (`partial` while
+    RL runs are still to come)."""
+    result["stage_seconds"] = dict(study.timer.seconds)
+    result["total_seconds"] = round(sum(study.timer.seconds.values()), 2)
+    result["partial"] = partial
+    result["checks"] = study_checks(result)
+    write_json_atomic(study.run.path / "overopt.json", result)
+    study.run.write_summary(result)
+    save_overopt_figure(result, study.run.path / "overopt.png")
 
 
 def _label_pairs(study: _Study, policy, tokenizer) -> dict:
@@ -170,12 +184,6 @@ def _bon_sweep(study: _Study, policy, tokenizer, proxies: list[dict]) -> dict:
                        "fits": curve_fits(points, "bon", extrapolate_from=cut)})
     return {"prompts": len(study.bon_prompts), "pool": m, "ns": cfg.bon_ns, "extrapolate_from_n": cfg.bon_extrapolate_n,
             "curves": curves}
-
-
-def _rl_sweep(study: _Study, proxies: list[dict]) -> list[dict]:
-    """4. An RL run per (proxy, β) from a fresh copy of the base policy."""
-    by_labels = {p["labels"]: p for p in proxies}
-    return [_rl_run(study, by_labels[count], beta) for count in study.cfg.rl_proxy_counts for beta in study.cfg.rl_kl_coefs]
 
 
 def _measure(study: _Study, policy, tokenizer, rm, step: int) -> dict:
