@@ -4,7 +4,7 @@ the gold reward, MiniLM proxies trained on 100 / 300 / 900 gold-labelled pairs o
 best-of-n up to 32 from one pool of 32 samples per prompt, and PPO (β = 0) against the smallest
 and the largest proxy.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py [--output-dir runs] [--rl-steps 20]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py [--output-dir runs] [--quick]
 
 It is `rlhfkit overopt run` with the settings below (printed as a command line first), timed:
 wall and CPU seconds (user + system of this process). It writes runs/overopt-experiment/
@@ -30,6 +30,12 @@ SETTINGS = {
     "bon_prompts": 48, "bon_pool": 32, "bon_extrapolate_n": 8,
     "algo": "ppo", "rl_steps": 20, "rl_eval_every": 4, "rl_eval_prompts": 32, "rl_proxies": [100, 900],
     "rl_kl_coefs": [0.0], "batch_size": 32, "mini_batch_size": 16, "max_new_tokens": 20,
+}
+
+# --quick: about a quarter of the work (≈ 8 CPU-minutes), for a shared or slow machine
+QUICK = {
+    "label_prompts": 100, "label_counts": [50, 150, 450], "bon_prompts": 24, "rl_steps": 12, "rl_eval_every": 3,
+    "rl_eval_prompts": 16, "rl_proxies": [50], "batch_size": 16, "mini_batch_size": 8,
 }
 
 
@@ -63,18 +69,19 @@ def markdown(result: dict, wall: float, cpu: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="runs")
-    parser.add_argument("--rl-steps", type=int, default=SETTINGS["rl_steps"])
+    parser.add_argument("--quick", action="store_true", help="the smaller study of QUICK (≈ 8 CPU-minutes)")
     parser.add_argument("--docs", default="docs/overopt.png", help="where to copy the plot ('' to skip)")
     args = parser.parse_args()
-    settings = {**SETTINGS, "rl_steps": args.rl_steps}
+    settings = {**SETTINGS, **(QUICK if args.quick else {})}
     print(command_line(settings), flush=True)
     cfg = build_config(OveroptConfig, overrides={**settings, "output_dir": args.output_dir,
-                                                 "run_name": "overopt-experiment", "overwrite": True})
+                                                 "run_name": "overopt-experiment" + ("-quick" if args.quick else ""),
+                                                 "overwrite": True})
     start, cpu_start = time.perf_counter(), os.times()
     result = run_overopt(cfg)
     wall, cpu_end = time.perf_counter() - start, os.times()
     cpu = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
-    run = Path(args.output_dir) / "overopt-experiment"
+    run = Path(args.output_dir) / cfg.run_name
     if args.docs:
         shutil.copyfile(run / "overopt.png", args.docs)
     (run / "timing.json").write_text(json.dumps({"wall_seconds": wall, "cpu_seconds": cpu}))
