@@ -28,6 +28,20 @@ def test_pi_update_by_hand():
     assert ctl.integral == pytest.approx(0.0)
 
 
+def test_pi_integrates_only_once_the_kl_has_come_within_half_the_target():
+    # a run starts at the reference (KL 0): those steps move β by the proportional term only
+    ctl = PIKLController(0.1, target=6.0, kp=1.0, ki=0.1)
+    # KL 0, 2: e = −1, −2/3; below 0.5·6 = 3, no integral: β = 0.1·e^−1 = 0.0367879, 0.1·e^(−2/3) = 0.0513417
+    assert ctl.update(0.0) == pytest.approx(0.0367879, abs=1e-7)
+    assert ctl.update(2.0) == pytest.approx(0.0513417, abs=1e-7)
+    assert ctl.integral == 0.0 and not ctl.integrating
+    # KL 3 reaches half the target: e = −0.5, I = −0.5, β = 0.1·exp(−0.5 − 0.05) = 0.0576950
+    assert ctl.update(3.0) == pytest.approx(0.0576950, abs=1e-7)
+    # from then on it keeps integrating, also below half the target: e = −1, I = −1.5,
+    # β = 0.1·exp(−1 − 0.15) = 0.0316637
+    assert ctl.update(0.0) == pytest.approx(0.0316637, abs=1e-7) and ctl.integral == pytest.approx(-1.5)
+
+
 def test_pi_holds_beta_at_the_target_and_bounds_the_integral():
     # on target the error is 0: β stays where it is
     ctl = PIKLController(0.05, target=2.0)

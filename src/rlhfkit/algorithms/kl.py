@@ -68,9 +68,11 @@ class PIKLController:
         I_t = clip(I_{t−1} + e_t, −I_max, I_max),   I_max = log(max_ratio)/ki
         log β_t = log β_0 + kp·e_t + ki·I_t
     The integral finds the β at which the policy's drift and the penalty's pull balance at the
-    target; the proportional term reacts at once to an overshoot. The clip on I (anti-windup)
-    keeps β within [β_0/max_ratio, β_0·max_ratio] from the integral alone, so a long stretch
-    below target early in a run cannot drive β to ~0 and cause a large overshoot later.
+    target; the proportional term reacts at once to an overshoot. Two guards against windup:
+    the integral starts only once the KL has first reached `integrate_from`·target (a run starts
+    at the reference, KL = 0, and integrating those first steps of e = −1 would wind β far down
+    and cause a large overshoot when the policy does move), and the clip on I keeps β within
+    [β_0/max_ratio, β_0·max_ratio] from the integral alone.
     `value` is the live β; `n_steps` is ignored (one update per batch whatever its size).
     """
 
@@ -79,7 +81,9 @@ class PIKLController:
     kp: float = 1.0
     ki: float = 0.1
     max_ratio: float = 100.0
+    integrate_from: float = 0.5
     integral: float = 0.0
+    integrating: bool = False
     value: float = field(init=False)
 
     def __post_init__(self):
@@ -89,8 +93,10 @@ class PIKLController:
 
     def update(self, observed_kl: float, n_steps: int = 1) -> float:
         error = min(max(observed_kl / self.target - 1.0, -1.0), 1.0)
-        limit = math.log(self.max_ratio) / self.ki if self.ki > 0 else 0.0
-        self.integral = min(max(self.integral + error, -limit), limit)
+        self.integrating = self.integrating or observed_kl >= self.integrate_from * self.target
+        if self.integrating:
+            limit = math.log(self.max_ratio) / self.ki if self.ki > 0 else 0.0
+            self.integral = min(max(self.integral + error, -limit), limit)
         self.value = self.initial * math.exp(self.kp * error + self.ki * self.integral)
         return self.value
 
