@@ -37,6 +37,7 @@ from rlhfkit.pipelines.eval_config import (  # noqa: E402
     MetricsConfig,
     WinrateConfig,
 )
+from rlhfkit.pipelines.overopt_config import OveroptConfig  # noqa: E402
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, SFTConfig
 
@@ -46,7 +47,7 @@ COMMANDS = {
     ("label",): LabelConfig, ("feedback", "serve"): ServeConfig, ("feedback", "import"): ImportConfig,
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
-    ("eval", "metrics"): MetricsConfig,
+    ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig,
 }
 POSITIONAL = {ImportConfig: {"file"}}  # `feedback import FILE`
 
