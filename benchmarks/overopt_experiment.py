@@ -1,5 +1,5 @@
-"""Reward over-optimization on the embedded default (Gao, Schulman, Hilton 2023), about 30
-CPU-minutes: SmolLM2-135M-Instruct as the policy, VADER (the sentiment task's gold scorer) as
+"""Reward over-optimization on the embedded default (Gao, Schulman, Hilton 2023), estimated at
+about 30 CPU-minutes (not yet measured end to end; see the README): SmolLM2-135M-Instruct as the policy, VADER (the sentiment task's gold scorer) as
 the gold reward, MiniLM proxies trained on 100 / 300 / 900 gold-labelled pairs of base samples,
 best-of-n up to 32 from one pool of 32 samples per prompt, and PPO (β = 0) against the smallest
 and the largest proxy.
