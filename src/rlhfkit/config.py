@@ -30,6 +30,7 @@ import argparse
 import ast
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import re
 import sys
@@ -332,6 +333,34 @@ class RunOptions:
     """this run's folder name under output_dir"""
     overwrite: bool = False
     """reuse a non-empty run folder"""
+    report_to: str = "none"
+    """where the training metrics go besides metrics.jsonl (as TRL's report_to): none, tensorboard (event files in <run>/tensorboard), wandb (offline, in <run>/wandb; needs the 'wandb' extra), or a comma list such as tensorboard,wandb"""
+
+
+TRACKERS: tuple[str, ...] = ("tensorboard", "wandb")
+"""The trackers --report-to names; `none` (alone) turns them off."""
+
+
+def parse_report_to(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The trackers of a --report-to value ("none", "tensorboard", "tensorboard,wandb" or a YAML
+    list), each at most once. Raises ConfigError for an unknown name, for "none" beside a
+    tracker, and for a tracker whose package is not installed (checked without importing it)."""
+    names = [value] if isinstance(value, str) or value is None else list(value)
+    parts = [part.strip() for name in names for part in str(name or "none").split(",") if part.strip()]
+    unknown = [part for part in parts if part not in (*TRACKERS, "none")]
+    if unknown:
+        raise ConfigError(f"--report-to: unknown tracker {', '.join(map(repr, unknown))}; "
+                          f"choose none or any of {', '.join(TRACKERS)} (comma-separated)")
+    if "none" in parts and len(parts) > 1:
+        raise ConfigError(f"--report-to: 'none' cannot stand beside a tracker (got {','.join(parts)})")
+    chosen = tuple(dict.fromkeys(part for part in parts if part != "none"))
+    packages = {"tensorboard": ("tensorboard", "pip install tensorboard"),
+                "wandb": ("wandb", "pip install -e '.[wandb]' (rlhfkit's optional extra; W&B runs offline, in the run folder)")}
+    for tracker in chosen:
+        package, how = packages[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"--report-to {tracker} needs the {package} package, which is not installed: {how}")
+    return chosen
 
 
 @dataclass

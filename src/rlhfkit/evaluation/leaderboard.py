@@ -121,11 +121,20 @@ def leaderboard(battles: Sequence[dict], n_resamples: int = 1000, seed: int = 0,
 
 
 def format_leaderboard(board: dict) -> str:
-    lines = ["| rank | policy | BT rating (95% CI) | online Elo | battles | score rate |", "|---|---|---|---|---|---|"]
+    """The markdown table of a leaderboard; with a `baseline`, a column of each policy's win
+    rate over it (95% CI)."""
+    baseline = board.get("baseline")
+    extra = f" win rate over {baseline} (95% CI) |" if baseline else ""
+    lines = ["| rank | policy | BT rating (95% CI) | online Elo | battles | score rate |" + extra,
+             "|---|---|---|---|---|---|" + ("---|" if baseline else "")]
     for rank, (name, r) in enumerate(board["ratings"].items(), start=1):
         rate = f"{r['win_rate']:.1%}" if r["win_rate"] is not None else "-"
-        lines.append(f"| {rank} | {name} | {r['rating']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}] | "
-                     f"{board['elo'][name]:.0f} | {r['battles']} | {rate} |")
+        line = (f"| {rank} | {name} | {r['rating']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}] | "
+                f"{board['elo'][name]:.0f} | {r['battles']} | {rate} |")
+        if baseline:
+            over = r.get("win_rate_over_baseline")
+            line += f" {over['win_rate']:.1%} [{over['ci_low']:.1%}, {over['ci_high']:.1%}] |" if over else " - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -142,12 +151,18 @@ def battles_from_scores(prompts: Sequence[str], scores: dict[str, Sequence[float
 def gold_rankings(prompts: Sequence[str], texts: dict[str, list[str]], gold_fn, seed: int = 0,
                   baseline: str = "base") -> dict:
     """For a comparison of policies on the same prompts (one response each): the gold-judged
-    win rate of each policy over `baseline` and the leaderboard of all of them.
-    Returns {"win_rates": [...], "leaderboard": {...}}."""
+    win rate of each policy over `baseline` and the leaderboard of all of them, each rating
+    carrying that policy's `win_rate_over_baseline` ({win_rate, ci_low, ci_high}; None for the
+    baseline itself). Returns {"win_rates": [...], "leaderboard": {...}}."""
     scores = {name: [float(g) for g in gold_fn(list(prompts), list(t))] for name, t in texts.items()}
     rates = [score_win_rate(prompts, texts[name], texts[baseline], scores[name], scores[baseline], name, baseline,
                             "gold", seed=seed) for name in texts if name != baseline and baseline in texts]
     board = leaderboard(battles_from_scores(prompts, scores), seed=seed) if len(texts) >= 2 else {}
     if board:
         board["judge"] = "gold"
+        if baseline in texts:
+            board["baseline"] = baseline
+            over = {r["a"]: {k: r[k] for k in ("win_rate", "ci_low", "ci_high")} for r in rates}
+            for name, rating in board["ratings"].items():
+                rating["win_rate_over_baseline"] = over.get(name)
     return {"win_rates": rates, "leaderboard": board}

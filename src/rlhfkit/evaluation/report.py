@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from rlhfkit.evaluation.tables import format_kl, format_kl_ci
+
 PLOT_GROUPS: list[tuple[str, Any]] = [
     ("Reward: score (proxy) and gold per component", lambda k: k.startswith("reward/") and not k.endswith("_std")),
     ("KL to the reference by estimator (nats)", lambda k: (k.startswith("kl/") and k != "kl/coef") or k.startswith("kl_proxy/")),
@@ -121,6 +123,10 @@ def _ci(d: dict, key: str = "mean", fmt: str = "{:+.3f}") -> str:
     return f"{fmt.format(d[key])} [{fmt.format(d['ci_low'])}, {fmt.format(d['ci_high'])}]"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_ci(d: Any) -> bool:
     return isinstance(d, dict) and "ci_low" in d and "ci_high" in d and ("mean" in d or "win_rate" in d)
 
@@ -163,8 +169,9 @@ def _headline_quickstart(s: dict) -> str:
         if name in ev:
             e = ev[name]
             rows.append([label, _ci(e["base"]), _ci(e["final"]), _ci(e["improvement"])])
-    if "kl_to_reference" in ev:
-        rows.append(["KL to reference (nats)", "0", _ci(ev["kl_to_reference"], fmt="{:.3f}"), ""])
+    if _is_ci(ev.get("kl_to_reference")):
+        k3 = ev.get("kl_k3_to_reference")
+        rows.append(["KL to reference (nats)", "0", format_kl_ci(ev["kl_to_reference"], k3 if _is_ci(k3) else None), ""])
     if "response_length" in ev:
         rl = ev["response_length"]
         rows.append(["response tokens", f"{rl['base']:.1f}", f"{rl['final']:.1f}", f"{rl['final'] - rl['base']:+.1f}"])
@@ -177,16 +184,20 @@ def _headline_rl(s: dict) -> str:
     for key in ("reward", "gold"):
         if key in after:
             rows.append([key, _ci(before[key]) if key in before else "", _ci(after[key])])
-    for key, fmt in (("distinct_2", "{:.3f}"), ("words_mean", "{:.1f}"), ("kl_to_reference", "{:.3f}")):
+    for key, fmt in (("distinct_2", "{:.3f}"), ("words_mean", "{:.1f}")):
         if key in after:
             rows.append([key.replace("_", " "), _num(before.get(key, ""), fmt), _num(after[key], fmt)])
+    if _is_number(after.get("kl_to_reference")):
+        k3 = after.get("kl_k3_to_reference")
+        rows.append(["KL to reference (nats)", "", format_kl(after["kl_to_reference"], k3 if _is_number(k3) else None)])
     return _table(["", "before", "after"], rows) if rows else ""
 
 
 def _headline_compare(s: dict) -> str:
     rows = []
     for r in s.get("rows", []):
-        kl = f"≤ {r['kl_to_reference']:.2f}" if r.get("kl_is_bound") else _num(r.get("kl_to_reference"), "{:.2f}")
+        k1, k3 = r.get("kl_to_reference"), r.get("kl_k3_to_reference")
+        kl = format_kl(k1, k3 if _is_number(k3) else None, bound=bool(r.get("kl_is_bound"))) if _is_number(k1) else ""
         rows.append([r["method"], _ci(r["gold"]) if _is_ci(r.get("gold")) else "", kl,
                      _num(r.get("distinct_2"), "{:.3f}"), str(r.get("train_samples", "")), _num(r.get("seconds"), "{:.0f}")])
     return _table(["method", "gold reward (95% CI)", "KL to ref (nats)", "distinct-2", "train samples", "seconds"], rows)
@@ -235,14 +246,18 @@ def _leaderboard(s: dict, plots: "Plots") -> str:
     board = s.get("leaderboard")
     if not isinstance(board, dict) or not board.get("ratings"):
         return ""
+    baseline = board.get("baseline")
     rows = [[str(rank), name, f"{r['rating']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}]",
              f"{board['elo'].get(name, float('nan')):.0f}", str(r["battles"])]
+            + ([_ci(r["win_rate_over_baseline"], "win_rate", "{:.1%}") if _is_ci(r.get("win_rate_over_baseline")) else "-"]
+               if baseline else [])
             for rank, (name, r) in enumerate(board["ratings"].items(), start=1)]
     judge = f" judged by {_esc(board['judge'])}" if board.get("judge") else ""
     return (f"<h2>Leaderboard</h2><p>Bradley–Terry maximum-likelihood ratings on the Elo scale (mean 1000), "
             f"95% CI from {board.get('bootstrap_resamples', '?')} bootstrap refits; online Elo (K = 4) beside it; "
             f"{board.get('battles', '?')} battles{judge}.</p>"
-            + _table(["rank", "policy", "BT rating (95% CI)", "online Elo", "battles"], rows)
+            + _table(["rank", "policy", "BT rating (95% CI)", "online Elo", "battles"]
+                     + ([f"win rate over {baseline} (95% CI)"] if baseline else []), rows)
             + plots.leaderboard(board))
 
 

@@ -9,6 +9,23 @@ def format_ci(e: dict) -> str:
     return f"{e['mean']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
 
 
+def format_kl(k1: float, k3: float | None = None, bound: bool = False) -> str:
+    """KL to the reference in nats, named by its estimator: `k1 0.52`; a negative sampled k1
+    (the per-sample estimate is unbiased but not a KL) gets the never-negative k3 beside it:
+    `k1 -0.08 (k3 0.01)`; best-of-n's analytic bound log n − (n−1)/n: `≤ 2.08 (bound)`."""
+    if bound:
+        return f"≤ {k1:.2f} (bound)"
+    text = f"k1 {k1:.2f}"
+    return f"{text} (k3 {k3:.2f})" if k3 is not None and k1 < 0 else text
+
+
+def format_kl_ci(e: dict, k3: dict | None = None) -> str:
+    """A KL mean with its 95% CI, named by estimator: `k1 0.52 [0.40, 0.61]`, and the k3 mean
+    beside a negative k1 mean."""
+    text = f"k1 {e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+    return f"{text} (k3 {k3['mean']:.2f})" if k3 is not None and e["mean"] < 0 else text
+
+
 def quickstart_table(summary: dict, path, examples) -> str:
     """Gold and proxy reward of base vs final with CIs, KL, lengths, RM accuracy, stage times,
     the verdict, and `examples` = [(prompt, base, final, gold_base, gold_final)] side by side."""
@@ -20,7 +37,8 @@ def quickstart_table(summary: dict, path, examples) -> str:
     lines = ["", f"{'':24s} {'base':>24s} {'final':>24s} {'final − base':>24s}"]
     for name, e in rows:
         lines.append(f"{name:24s} {format_ci(e['base']):>24s} {format_ci(e['final']):>24s} {format_ci(e['improvement']):>24s}")
-    lines.append(f"{'KL to reference (nats)':24s} {'0':>24s} {format_ci(ev['kl_to_reference']):>24s}")
+    kl = format_kl_ci(ev["kl_to_reference"], ev.get("kl_k3_to_reference"))
+    lines.append(f"{'KL to reference (nats)':24s} {'0':>24s} {kl:>24s}")
     lines.append(f"{'response tokens':24s} {ev['response_length']['base']:>24.1f} {ev['response_length']['final']:>24.1f}")
     rm = summary["reward_model"]
     lines.append(f"\nreward model held-out accuracy: {rm['eval_accuracy_vs_labels']:.1%} (labels), "
@@ -42,7 +60,7 @@ def compare_table(rows: list[dict]) -> str:
     lines = ["| method | gold reward (95% CI) | KL to ref (nats) | distinct-2 | train samples | wall time (s) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        kl = f"≤ {r['kl_to_reference']:.2f}" if r.get("kl_is_bound") else f"{r['kl_to_reference']:.2f}"
+        kl = format_kl(r["kl_to_reference"], r.get("kl_k3_to_reference"), bound=r.get("kl_is_bound", False))
         samples = f"{r['train_samples']}" + (f" (+{r['inference_samples_per_query']}/query)" if "inference_samples_per_query" in r else "")
         lines.append(f"| {r['method']} | {format_ci(r['gold'])} | {kl} | {r['distinct_2']:.3f} | {samples} | {r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -58,7 +76,8 @@ def before_after_table(summary: dict, path) -> str:
             if key in after:
                 lines.append(f"{key:16s} {format_ci(before[key]) if before else '':>24s} {format_ci(after[key]):>24s}")
         lines.append(f"{'distinct-2':16s} {before['distinct_2'] if before else float('nan'):>24.3f} {after['distinct_2']:>24.3f}")
-        lines.append(f"{'KL to reference':16s} {'0':>24s} {after['kl_to_reference']:>24.2f}")
+        kl = format_kl(after["kl_to_reference"], after.get("kl_k3_to_reference"))
+        lines.append(f"{'KL to reference':16s} {'0':>24s} {kl:>24s}")
     lines.append(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f}s; run folder {path}")
     return "\n".join(lines)
 

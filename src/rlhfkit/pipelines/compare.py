@@ -15,9 +15,9 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
-from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl_estimates
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.evaluation.tables import compare_table, kl_control_line
+from rlhfkit.evaluation.tables import compare_table, format_kl, kl_control_line
 from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
@@ -83,13 +83,15 @@ def run_compare(cfg: CompareConfig) -> dict:
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, f"evaluating {name}",
                                         chat=task.chat, compute_dtype=dtype, generator=gen)
         metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
-        kl = sequence_kl(policy, rollouts, dtype) if has_adapter else [0.0]
-        row = {"method": name, **metrics, "kl_to_reference": sum(kl) / len(kl), "train_samples": samples, "seconds": round(seconds, 1)}
+        kl = sequence_kl_estimates(policy, rollouts, dtype) if has_adapter else {"k1": [0.0], "k3": [0.0]}
+        row = {"method": name, **metrics, "kl_to_reference": sum(kl["k1"]) / len(kl["k1"]),
+               "kl_k3_to_reference": sum(kl["k3"]) / len(kl["k3"]), "train_samples": samples, "seconds": round(seconds, 1)}
         rows.append(row)
         texts_by_method[name] = texts
         run.log_samples([{"method": name, "prompt": p, "response": r} for p, r in zip(eval_prompts, texts)])
         run.log_metrics({"stage": "compare", **row})
-        print(f"[rlhfkit] {name}: gold {metrics['gold']['mean']:+.3f}, KL {row['kl_to_reference']:.2f}, {seconds:.0f}s")
+        print(f"[rlhfkit] {name}: gold {metrics['gold']['mean']:+.3f}, "
+              f"KL {format_kl(row['kl_to_reference'], row['kl_k3_to_reference'])}, {seconds:.0f}s")
 
     base, tokenizer = load_policy(cfg.policy, device=device)
     evaluate("base", base, tokenizer, 0.0, 0, has_adapter=False)
@@ -117,13 +119,17 @@ def run_compare(cfg: CompareConfig) -> dict:
                "device": str(device), "precision": str(dtype).replace("torch.", ""), "rows": rows,
                **gold_rankings(eval_prompts, texts_by_method, task.gold, cfg.seed)}
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print()
     print(compare_table(rows))
     print("\n".join(f"{r['method']}: {kl_control_line(r['kl_control'])}" for r in rows if "kl_control" in r))
     print()
     print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
     if summary["leaderboard"]:
-        print(format_leaderboard(summary["leaderboard"]))
+        board = summary["leaderboard"]
+        print(f"\nleaderboard of every method ({board['judge']} judge, {board['battles']} battles): Bradley–Terry "
+              f"ratings on the Elo scale with {board['bootstrap_resamples']}-resample bootstrap 95% CIs")
+        print(format_leaderboard(board))
     print(f"\nrun folder: {run.path}")
     write_report(run.path)
     return summary

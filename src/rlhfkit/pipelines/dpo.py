@@ -51,6 +51,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
         "eval": result["eval"], "checkpoint": str(final), "seconds": round(time.perf_counter() - start, 2),
     }
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     first, last = summary["train"]["first"], summary["train"]["last"]
     print(f"[rlhfkit] {result['steps']} steps; train loss {first['loss']:.3f} → {last['loss']:.3f}, "
           f"reward margin {first['rewards/margin']:+.3f} → {last['rewards/margin']:+.3f}")

@@ -96,6 +96,7 @@ def run_overopt(cfg: OveroptConfig) -> dict:
                     result["rl"].append(_rl_run(study, by_labels[count], beta))
                     _write_outputs(study, result, partial=True)
     _write_outputs(study, result, partial=False)
+    run.close()  # the trackers: their last rows are written
     print(study_table(result, run.path))
     write_report(run.path)
     return result

@@ -24,7 +24,7 @@ from rlhfkit.evaluation.policy_eval import (
     base_vs_final,
     mean_response_tokens,
     sample_policy,
-    sequence_kl,
+    sequence_kl_estimates,
 )
 from rlhfkit.evaluation.reward_eval import gold_order_accuracy
 from rlhfkit.evaluation.tables import kl_control_line, quickstart_table
@@ -122,6 +122,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "win_rate": win_rate,
     }
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print(quickstart_table(summary, run.path, examples))
     print(kl_control_line(summary["kl_control"]))
     print(format_win_rate_line(summary["win_rate"]))
@@ -197,8 +198,9 @@ def _evaluate(q: _Run, policy, tokenizer, rm):
         "gold": (task.gold(expanded, base_text), task.gold(expanded, final_text)),
         "proxy": (rm.score(expanded, base_text).tolist(), rm.score(expanded, final_text).tolist()),
     }
-    kl_final = sequence_kl(policy, final_ro, q.dtype)
-    evaluation = base_vs_final(scores, kl_final, (mean_response_tokens(base_ro), mean_response_tokens(final_ro)), k, cfg.seed)
+    kl_final = sequence_kl_estimates(policy, final_ro, q.dtype)
+    evaluation = base_vs_final(scores, kl_final["k1"], (mean_response_tokens(base_ro), mean_response_tokens(final_ro)), k,
+                               cfg.seed, kl_k3_final=kl_final["k3"])
     q.run.log_samples([
         {"prompt": p, "base": bt, "final": ft, "gold_base": gb, "gold_final": gf, "proxy_base": pb, "proxy_final": pf}
         for p, bt, ft, gb, gf, pb, pf in zip(expanded, base_text, final_text, *scores["gold"], *scores["proxy"])

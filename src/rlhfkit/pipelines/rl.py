@@ -9,7 +9,7 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records
-from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl
+from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl_estimates
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.evaluation.tables import before_after_table, kl_control_line
 from rlhfkit.feedback.labeler import judge_reward
@@ -102,13 +102,16 @@ def run_rl(cfg: RLRunConfig) -> dict:
     if eval_prompts:
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs)
         summary["after"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
-        summary["after"]["kl_to_reference"] = sum(sequence_kl(policy, rollouts, dtype, reference)) / len(texts)
+        kl = sequence_kl_estimates(policy, rollouts, dtype, reference)
+        summary["after"]["kl_to_reference"] = sum(kl["k1"]) / len(texts)
+        summary["after"]["kl_k3_to_reference"] = sum(kl["k3"]) / len(texts)
         run.log_samples([{"prompt": p, "response": r, **({"base": b} if b is not None else {})}
                          for p, r, b in zip(eval_prompts, texts, base_texts or [None] * len(texts))])
     summary["steps"] = trainer.step_count
     summary["last_step"] = history[-1] if history else None
     summary["kl_control"] = kl_control_summary(trainer, history, summary.get("after", {}).get("kl_to_reference"))
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     print(before_after_table(summary, run.path))
     print(kl_control_line(summary["kl_control"]))
     write_report(run.path)

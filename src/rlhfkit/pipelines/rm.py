@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rlhfkit.config import ConfigError
+from rlhfkit.config import ConfigError, parse_report_to
 from rlhfkit.data.loaders import iter_rows, load_records
 from rlhfkit.data.schemas import DataError, RowError
 from rlhfkit.evaluation.report import write_report
@@ -109,6 +109,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     `echo` receives the progress lines."""
     started = time.perf_counter()
     device = resolve_device(cfg.device)  # an unavailable device fails before anything is read
+    parse_report_to(cfg.report_to)  # so does a tracker that is unknown or not installed
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     label = LABEL_TYPES[cfg.kind]()
@@ -148,5 +149,6 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
         "seconds": round(time.perf_counter() - started, 2),
     }
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     write_report(run.path, echo)
     return summary

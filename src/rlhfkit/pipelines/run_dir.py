@@ -1,16 +1,19 @@
 """A run's folder: runs/<name>/ with config.yaml, metrics.jsonl, samples.jsonl, summary.json,
-checkpoints/. Files that are rewritten are written atomically (temp file + rename)."""
+checkpoints/. Files that are rewritten are written atomically (temp file + rename). Metrics rows
+also go to the trackers the run's config names in report_to (pipelines/trackers.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import save_config
+from rlhfkit.config import config_to_dict, parse_report_to, save_config
+from rlhfkit.pipelines.trackers import Trackers
 
 
 def _clean(value: Any) -> Any:
@@ -57,23 +60,36 @@ class RunDir:
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.trackers = Trackers((), self.path, name, {})
         if overwrite:
             for stale in ("metrics.jsonl", "samples.jsonl"):
                 (self.path / stale).unlink(missing_ok=True)
+            for stale in ("tensorboard", "wandb"):  # the trackers' copies of the old metrics
+                shutil.rmtree(self.path / stale, ignore_errors=True)
 
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
     def save_config(self, cfg: Any) -> None:
+        """Write config.yaml, and open the trackers of cfg.report_to (they record the config too)."""
+        names = parse_report_to(getattr(cfg, "report_to", "none"))
         save_config(cfg, self.path / "config.yaml")
+        if names and not self.trackers.trackers:
+            self.trackers = Trackers(names, self.path, self.path.name, config_to_dict(cfg))
 
     def _append(self, filename: str, row: dict) -> None:
         with open(self.path / filename, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(_clean(row), ensure_ascii=False) + "\n")
 
     def log_metrics(self, row: dict) -> None:
+        """Append the row to metrics.jsonl (the source of truth), then send it to the trackers."""
         self._append("metrics.jsonl", row)
+        self.trackers.log(_clean(row))
+
+    def close(self) -> None:
+        """Close the trackers (TensorBoard's writer, the W&B run); metrics.jsonl needs nothing."""
+        self.trackers.close()
 
     def log_samples(self, rows: list[dict]) -> None:
         for row in rows:

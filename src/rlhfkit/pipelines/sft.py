@@ -34,6 +34,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         "seconds": round(time.perf_counter() - start, 2),
     }
     run.write_summary(summary)
+    run.close()  # the trackers: their last rows are written
     line = f"[rlhfkit] {summary['steps']} steps; train loss {result['train']['first_loss']:.3f} → {result['train']['last_loss']:.3f}"
     if result["eval"]:
         b, a = result["eval"]["before"], result["eval"]["after"]
