@@ -60,7 +60,7 @@ def test_the_config_chooses_the_controller():
     ziegler = make_kl_controller(0.1, 6.0, 100.0, "ziegler")
     assert isinstance(ziegler, AdaptiveKLController) and ziegler.horizon == 100.0
     cfg = RLConfig(target_kl=6.0)
-    assert cfg.kl_controller == "pi" and (cfg.kl_kp, cfg.kl_ki) == (1.0, 0.1)
+    assert cfg.kl_controller == "pi" and (cfg.kl_kp, cfg.kl_ki) == (2.0, 0.3)
     with pytest.raises(ConfigError, match="init-kl-coef > 0"):
         RLConfig(target_kl=6.0, init_kl_coef=0.0)
     RLConfig(target_kl=6.0, init_kl_coef=0.0, kl_controller="ziegler")  # Ziegler's β simply stays 0

@@ -78,8 +78,8 @@ class PIKLController:
 
     initial: float
     target: float
-    kp: float = 1.0
-    ki: float = 0.1
+    kp: float = 2.0
+    ki: float = 0.3
     max_ratio: float = 100.0
     integrate_from: float = 0.5
     integral: float = 0.0
@@ -105,7 +105,7 @@ KL_CONTROLLERS = ("pi", "ziegler")
 
 
 def make_kl_controller(kl_coef: float, target: float | None, horizon: float, kind: str = "pi",
-                       kp: float = 1.0, ki: float = 0.1) -> FixedKLController | AdaptiveKLController | PIKLController:
+                       kp: float = 2.0, ki: float = 0.3) -> FixedKLController | AdaptiveKLController | PIKLController:
     """A controller whose `value` starts at `kl_coef`: with a target KL, the PI controller (`kind`
     "pi", gains kp, ki) or Ziegler's (`kind` "ziegler", `horizon`); without one, fixed."""
     if target is None:

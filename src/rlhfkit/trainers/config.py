@@ -78,9 +78,9 @@ class KLControlOptions:
     """target per-sequence KL (nats) of the adaptive controller; unset: β stays fixed"""
     kl_controller: Literal["pi", "ziegler"] = "pi"
     """adaptive controller: pi = proportional–integral on log β (holds the target within a short run); ziegler = β·(1 + clip(KL/target − 1, ±0.2)·n/horizon)"""
-    kl_kp: float = 1.0
+    kl_kp: float = 2.0
     """pi: proportional gain (log β moves by kp·e, e = clip(KL/target − 1, ±1))"""
-    kl_ki: float = 0.1
+    kl_ki: float = 0.3
     """pi: integral gain (log β moves by ki·Σe)"""
     kl_horizon: float = 10000.0
     """ziegler: horizon of the controller (Ziegler et al. 2019 use 10000; a shorter one adapts β sooner)"""
