@@ -32,12 +32,15 @@ def test_short_quickstart_writes_a_complete_run_folder(tmp_path, capsys):
             e = summary["evaluation"][key][side]
             assert e["ci_low"] <= e["mean"] <= e["ci_high"]
     assert summary["ppo"]["steps"] == 2
+    kl = summary["kl_control"]  # the PI controller on --target-kl 6, measured on the held-out samples
+    assert kl["controller"] == "pi" and kl["target"] == 6.0
+    assert kl["achieved"] == summary["evaluation"]["kl_to_reference"]["mean"]
     ppo_rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"ppo"' in line]
     assert len(ppo_rows) == 2 and all("kl/k1_seq_mean" in r and "time/generate" in r for r in ppo_rows)
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and {"prompt", "base", "final", "gold_base", "gold_final"} <= set(samples[0])
     out = capsys.readouterr().out
-    assert "gold reward" in out and "KL to reference" in out
+    assert "gold reward" in out and "KL to reference" in out and "KL control (pi): target 6.00 nats" in out
 
 
 @needs_embedded

@@ -23,6 +23,9 @@ def test_rl_runs_evaluates_and_resumes(tmp_path, tiny_dir, capsys):
     run = tmp_path / "r"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and {"reward", "gold"} <= set(summary["after"])
+    # no --target-kl: a fixed β, and the KL it let through (held-out) reported all the same
+    assert summary["kl_control"]["controller"] == "fixed"
+    assert summary["kl_control"]["achieved"] == summary["after"]["kl_to_reference"]
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1] and "reward/length" in rows[0] and "reward/gold" in rows[0]
     assert "reward/gold_mean" not in rows[0]  # gold is a part of the reward: logged once, as reward/gold
@@ -49,8 +52,11 @@ def test_compare_prints_a_row_per_method(tmp_path, tiny_dir, capsys):
     assert [r["method"] for r in summary["rows"]] == ["base", "ppo", "grpo", "dpo", "best_of_4"]
     bon = summary["rows"][-1]
     assert bon["kl_to_reference"] == pytest.approx(1.3862944 - 0.75)  # log 4 − 3/4
+    assert summary["rows"][1]["kl_control"]["achieved_held_out"] == summary["rows"][1]["kl_to_reference"]
+    assert "kl_control" not in bon
     out = capsys.readouterr().out
     assert "| method | gold reward (95% CI)" in out and "| best_of_4 |" in out
+    assert "ppo: KL control: fixed β 0.05" in out and "grpo: KL control: fixed β 0.04" in out
 
 
 def test_reward_spec_weights_and_judge_factory():

@@ -49,6 +49,7 @@ DEVICE_COMMANDS = {
     "rl": ["rl", "--policy", "./my-hf-model"],
     "compare": ["compare", "--policy", "./my-hf-model"],
     "label": ["label", "--pairs", "missing.jsonl", "--judge", "./my-hf-model"],
+    "overopt run": ["overopt", "run", "--policy", "./my-hf-model", "--reward-backbone", "./my-encoder"],
 }
 
 

@@ -14,7 +14,9 @@ from rlhfkit.algorithms.advantages import (
 )
 from rlhfkit.algorithms.kl import (
     AdaptiveKLController,
+    KL_CONTROLLERS,
     FixedKLController,
+    PIKLController,
     kl_k1,
     kl_k2,
     kl_k3,
@@ -85,6 +87,8 @@ __all__ = [
     "reward_to_go",
     "rloo_advantages",
     "FixedKLController",
+    "KL_CONTROLLERS",
+    "PIKLController",
     "bradley_terry_loss",
     "entropy_from_logits",
     "gae",

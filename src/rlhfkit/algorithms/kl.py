@@ -9,7 +9,8 @@ All in nats, same shape as the inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -56,8 +57,61 @@ class AdaptiveKLController:
         return self.value
 
 
-def make_kl_controller(kl_coef: float, target: float | None, horizon: float) -> FixedKLController | AdaptiveKLController:
-    """A controller whose `value` starts at `kl_coef`: adaptive when a target KL is given, fixed otherwise."""
+@dataclass
+class PIKLController:
+    """Proportional–integral control of log β on the relative KL error, to hold a target KL
+    within a short run (Ziegler's controller moves β by at most 0.2·n_steps/horizon per batch,
+    so with a horizon of 10 000 it barely moves in 25 steps).
+
+    With KL_t the mean per-sequence KL (nats) of batch t:
+        e_t = clip(KL_t/target − 1, −1, 1)
+        I_t = clip(I_{t−1} + e_t, −I_max, I_max),   I_max = log(max_ratio)/ki
+        log β_t = log β_0 + kp·e_t + ki·I_t
+    The integral finds the β at which the policy's drift and the penalty's pull balance at the
+    target; the proportional term reacts at once to an overshoot. Two guards against windup:
+    the integral starts only once the KL has first reached `integrate_from`·target (a run starts
+    at the reference, KL = 0, and integrating those first steps of e = −1 would wind β far down
+    and cause a large overshoot when the policy does move), and the clip on I keeps β within
+    [β_0/max_ratio, β_0·max_ratio] from the integral alone.
+    `value` is the live β; `n_steps` is ignored (one update per batch whatever its size).
+    """
+
+    initial: float
+    target: float
+    kp: float = 2.0
+    ki: float = 0.3
+    max_ratio: float = 100.0
+    integrate_from: float = 0.5
+    integral: float = 0.0
+    integrating: bool = False
+    value: float = field(init=False)
+
+    def __post_init__(self):
+        if self.initial <= 0:
+            raise ValueError("the PI controller scales β multiplicatively: the initial KL coefficient must be > 0")
+        self.value = self.initial
+
+    def update(self, observed_kl: float, n_steps: int = 1) -> float:
+        error = min(max(observed_kl / self.target - 1.0, -1.0), 1.0)
+        self.integrating = self.integrating or observed_kl >= self.integrate_from * self.target
+        if self.integrating:
+            limit = math.log(self.max_ratio) / self.ki if self.ki > 0 else 0.0
+            self.integral = min(max(self.integral + error, -limit), limit)
+        self.value = self.initial * math.exp(self.kp * error + self.ki * self.integral)
+        return self.value
+
+
+KL_CONTROLLERS = ("pi", "ziegler")
+
+
+def make_kl_controller(kl_coef: float, target: float | None, horizon: float, kind: str = "pi",
+                       kp: float = 2.0, ki: float = 0.3) -> FixedKLController | AdaptiveKLController | PIKLController:
+    """A controller whose `value` starts at `kl_coef`: with a target KL, the PI controller (`kind`
+    "pi", gains kp, ki) or Ziegler's (`kind` "ziegler", `horizon`); without one, fixed."""
     if target is None:
         return FixedKLController(kl_coef)
-    return AdaptiveKLController(kl_coef, target, horizon)
+    if kind == "ziegler":
+        return AdaptiveKLController(kl_coef, target, horizon)
+    if kind == "pi":
+        return PIKLController(kl_coef, target, kp, ki)
+    raise ValueError(f"unknown KL controller {kind!r}; choose from {', '.join(KL_CONTROLLERS)}")

@@ -82,6 +82,8 @@ class RunFiles:
     @property
     def kind(self) -> str:
         s, cfg = self.summary, self.config_text
+        if s.get("command") == "overopt" or "label_counts:" in cfg:
+            return "overopt"
         if "reward_model" in s and "ppo" in s or "rm_prompts:" in cfg:
             return "quickstart"
         if "rows" in s or "sample_budget:" in cfg:
@@ -259,6 +261,29 @@ def _leaderboard(s: dict, plots: "Plots") -> str:
             + plots.leaderboard(board))
 
 
+def _overopt(s: dict, plots: "Plots") -> str:
+    """An `rlhfkit overopt run`: gold and proxy against sqrt(KL) with the fits, and the checks."""
+    if s.get("command") != "overopt" or not isinstance(s.get("bon"), dict):
+        return ""
+    # function-local: evaluation.overopt imports algorithms/, hence torch (`rlhfkit report --help` stays light)
+    from rlhfkit.evaluation.overopt import FIT_HEADER, fit_rows, overopt_figure
+
+    checks = s.get("checks") or {}
+    small = checks.get("bon_smallest_proxy") or {}
+    facts = [["best-of-n gold fits R² ≥ 0.9", _esc(checks.get("bon_r2_at_least_0.9"))],
+             ["more labels → higher or later gold peak", _esc(checks.get("more_labels_higher_or_later_peak"))],
+             [f"smallest proxy ({_esc(small.get('labels'))} labels): gold flattens or falls", _esc(small.get("gold_flattens_or_falls"))],
+             ["… while its proxy rises to the largest n", _esc(small.get("proxy_rises_to_the_end"))]]
+    facts += [[f"RL β={r['kl_coef']:g}, smallest proxy: gold peak before the end, proxy rising",
+               f"{_esc(r['inside'])}, {_esc(r['proxy_rises_to_the_end'])}"] for r in checks.get("rl_smallest_proxy", [])]
+    return ("<h2>Reward over-optimization</h2><p>Gold (the task's scorer) and proxy (reward models trained on "
+            "gold-labelled pairs) against d = sqrt(KL); best-of-n from one pool per prompt with the unbiased "
+            "estimator, d = sqrt(log n − (n−1)/n); fits R(d) = d(α − βd) (best-of-n) and d(α − β log d) (RL) on "
+            "scores recentred at the initial policy (Gao et al. 2023).</p>"
+            + plots._img(overopt_figure(s), "overopt", "gold and proxy reward against sqrt KL with fitted curves")
+            + _table(FIT_HEADER, fit_rows(s)) + _table(["check", "result"], facts, raw=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # plots
 
@@ -415,7 +440,7 @@ th{background:#f1f4f8} .samples td{max-width:28em;white-space:pre-wrap} .prompt{
 def render(run: RunFiles, plots: Plots) -> str:
     s = run.summary
     notes = "".join(f"<p class=note>{_esc(n)}</p>" for n in run.notes)
-    parts = [_headline(run), _win_rates(s), _leaderboard(s, plots), training_curves(run.metrics, plots),
+    parts = [_headline(run), _overopt(s, plots), _win_rates(s), _leaderboard(s, plots), training_curves(run.metrics, plots),
              _samples(run.samples), _stage_times(s)]
     numbers = flatten(s)
     if numbers:

@@ -80,3 +80,17 @@ def before_after_table(summary: dict, path) -> str:
         lines.append(f"{'KL to reference':16s} {'0':>24s} {kl:>24s}")
     lines.append(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f}s; run folder {path}")
     return "\n".join(lines)
+
+
+def kl_control_line(block: dict) -> str:
+    """One line from a run's `kl_control` block (trainers.online.kl_control_summary)."""
+    def nats(x):
+        return "n/a" if x is None else f"{x:.2f}"
+
+    where = "held-out" if block.get("achieved_held_out") is not None else f"last {block['achieved_train_steps']} steps"
+    coef = f"β {block['initial_coef']:.3g} → {block['final_coef']:.3g}"
+    if block.get("target") is None:
+        return f"KL control: fixed {coef}; KL {nats(block['achieved'])} nats ({where})"
+    verdict = "within" if block["within_25pct"] else "OUTSIDE"
+    return (f"KL control ({block['controller']}): target {block['target']:.2f} nats, achieved {nats(block['achieved'])} "
+            f"({where}; training {nats(block['achieved_train'])}), {verdict} ±25%; {coef}")

@@ -21,7 +21,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.evaluation.leaderboard import format_leaderboard, gold_rankings
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl_estimates
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.evaluation.tables import compare_table, format_kl
+from rlhfkit.evaluation.tables import compare_table, format_kl, kl_control_line
 from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
@@ -32,7 +32,7 @@ from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 from rlhfkit.types import PairwiseRecord
 
 
@@ -44,8 +44,8 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
                             logger=lambda s: log({"method": method, **s}))
     if cfg.resume:
         trainer.load_checkpoint(checkpointer)
-    trainer.train(train_prompts, checkpointer=checkpointer)
-    return policy, tokenizer, rl.steps * rl.batch_size
+    history = trainer.train(train_prompts, checkpointer=checkpointer)
+    return policy, tokenizer, rl.steps * rl.batch_size, lambda held_out_kl: kl_control_summary(trainer, history, held_out_kl)
 
 
 def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
@@ -129,7 +129,9 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     if method == "base":
         result = evaluate("base", base, tokenizer, 0, has_adapter=False)
     elif method in ALGORITHMS:
-        result = evaluate(method, *_online(cfg, method, task, device, dtype, train_prompts, run.log_metrics, checkpointer))
+        policy, tok, samples, kl_control = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics, checkpointer)
+        result = evaluate(method, policy, tok, samples)
+        result["row"]["kl_control"] = kl_control(result["row"]["kl_to_reference"])
     elif method == "dpo":
         result = evaluate("dpo", *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer))
     else:  # best_of_n: a policy built at inference time from the base model and the gold scorer
@@ -152,6 +154,7 @@ def _summarise(cfg: CompareConfig, run: RunDir, task, device, dtype, eval_prompt
     run.close()  # the trackers: their last rows are written
     print()
     print(compare_table(rows))
+    print("\n".join(f"{r['method']}: {kl_control_line(r['kl_control'])}" for r in rows if "kl_control" in r))
     print()
     print("\n".join(format_win_rate_line(w) for w in summary["win_rates"]))
     if summary["leaderboard"]:

@@ -185,10 +185,11 @@ MULTI_EPOCH_ALGORITHMS = tuple(algo for algo, defaults in ALGO_DEFAULTS.items() 
 
 
 @dataclass
-class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, ResumeOptions, RunOptions, ComputeOptions, SeedOptions):
+class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, OptimizerOptions, ResumeOptions, RunOptions,
+                    ComputeOptions, SeedOptions):
     """`rlhfkit compare`: several alignment methods on one task at matched sample budgets. Each
-    online method's RLConfig is its --algo defaults with this config's rollout, optimiser and seed
-    fields (`rl_config`)."""
+    online method's RLConfig is its --algo defaults with this config's rollout, KL, optimiser and
+    seed fields (`rl_config`; --init-kl-coef unset: each method's own β)."""
 
     help_defaults: ClassVar[dict[str, str]] = {
         "mini_batch_size": "half of --batch-size",

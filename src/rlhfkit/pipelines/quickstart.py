@@ -32,7 +32,7 @@ from rlhfkit.evaluation.policy_eval import (
     sequence_kl_estimates,
 )
 from rlhfkit.evaluation.reward_eval import gold_order_accuracy
-from rlhfkit.evaluation.tables import quickstart_table
+from rlhfkit.evaluation.tables import kl_control_line, quickstart_table
 from rlhfkit.feedback.simulated import simulated_human_labels
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.evaluation.winrate import format_win_rate_line, score_win_rate
@@ -51,7 +51,7 @@ from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 from rlhfkit.trainers.reward import train_reward_model
 from rlhfkit.types import PairwiseRecord
 
@@ -126,6 +126,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         "ppo": {"steps": len(history), "final_kl_coef": trainer.kl_ctl.value,
                 "first_score": history[0]["reward/score_mean"], "last_score": history[-1]["reward/score_mean"]},
         "evaluation": evaluation,
+        "kl_control": kl_control_summary(trainer, history, evaluation["kl_to_reference"]["mean"]),
         "eval_prompts": n_eval_prompts, "eval_samples_per_prompt": cfg.eval_samples_per_prompt,
         "stage_seconds": q.timer.seconds,
         "total_seconds": round(sum(q.timer.seconds.values()), 2),
@@ -135,6 +136,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     run.write_summary(summary)
     run.close()  # the trackers: their last rows are written
     print(quickstart_table(summary, run.path, examples))
+    print(kl_control_line(summary["kl_control"]))
     print(format_win_rate_line(summary["win_rate"]))
     write_report(run.path)
     return summary

@@ -11,7 +11,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records
 from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequence_kl_estimates
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.evaluation.tables import before_after_table
+from rlhfkit.evaluation.tables import before_after_table, kl_control_line
 from rlhfkit.feedback.labeler import judge_reward
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
@@ -21,7 +21,7 @@ from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
-from rlhfkit.trainers.online import OnlineTrainer
+from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 
 
 def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
@@ -113,9 +113,11 @@ def run_rl(cfg: RLRunConfig) -> dict:
                          for p, r, b in zip(eval_prompts, texts, base_texts or [None] * len(texts))])
     summary["steps"] = trainer.step_count
     summary["last_step"] = history[-1] if history else None
+    summary["kl_control"] = kl_control_summary(trainer, history, summary.get("after", {}).get("kl_to_reference"))
     run.write_summary(summary)
     run.close()  # the trackers: their last rows are written
     print(before_after_table(summary, run.path))
+    print(kl_control_line(summary["kl_control"]))
     write_report(run.path)
     return summary
 

@@ -70,7 +70,8 @@ class RolloutOptions:
 
 @dataclass
 class KLControlOptions:
-    """The KL coefficient β and its adaptive controller (Ziegler et al. 2019)."""
+    """The KL coefficient β and its adaptive controller: proportional–integral on log β, or
+    Ziegler et al. 2019 (algorithms/kl.py)."""
 
     help_group: ClassVar[str] = "KL control"
     limits: ClassVar[dict[str, str]] = {"init_kl_coef": ">= 0", "target_kl": "> 0", "kl_horizon": "> 0"}
@@ -79,8 +80,23 @@ class KLControlOptions:
     """initial KL coefficient β"""
     target_kl: float | None = None
     """target per-sequence KL (nats) of the adaptive controller; unset: β stays fixed"""
+    kl_controller: Literal["pi", "ziegler"] = "pi"
+    """adaptive controller: pi = proportional–integral on log β (holds the target within a short run); ziegler = β·(1 + clip(KL/target − 1, ±0.2)·n/horizon)"""
+    kl_kp: float = 2.0
+    """pi: proportional gain (log β moves by kp·e, e = clip(KL/target − 1, ±1))"""
+    kl_ki: float = 0.3
+    """pi: integral gain (log β moves by ki·Σe)"""
     kl_horizon: float = 10000.0
-    """horizon of the adaptive KL controller (Ziegler et al. 2019 use 10000; a shorter one adapts β sooner)"""
+    """ziegler: horizon of the controller (Ziegler et al. 2019 use 10000; a shorter one adapts β sooner)"""
+
+    def check_kl_control(self) -> None:
+        """Checks of these fields, once init_kl_coef has its default."""
+        if self.init_kl_coef is not None and self.init_kl_coef < 0:
+            raise ConfigError("init_kl_coef must be >= 0")
+        if self.target_kl is not None and self.kl_controller == "pi" and not self.init_kl_coef:
+            raise ConfigError("--kl-controller pi scales β multiplicatively: with --target-kl give --init-kl-coef > 0")
+        if self.kl_kp < 0 or self.kl_ki < 0 or self.kl_horizon <= 0:
+            raise ConfigError("kl_kp and kl_ki must be >= 0 and kl_horizon > 0")
 
 
 @dataclass
@@ -175,16 +191,13 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
             )
         if self.steps < 1 or self.ppo_epochs < 1:
             raise ConfigError("steps and ppo_epochs must be at least 1")
-        if self.target_kl is not None and self.target_kl <= 0:
-            raise ConfigError("target_kl must be positive (or unset for a fixed KL coefficient)")
         if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
             raise ConfigError("gamma and lam must lie in [0, 1]")
         if not 0 < self.nlpo_top_p <= 1:
             raise ConfigError("nlpo_top_p must lie in (0, 1]")
         if self.ptx_coef > 0 and not self.ptx_data:
             raise ConfigError("ptx_coef > 0 needs --ptx-data (an SFT data file)")
-        if self.init_kl_coef < 0:
-            raise ConfigError("init_kl_coef must be >= 0")
+        self.check_kl_control()
 
     @property
     def prompts_per_step(self) -> int:

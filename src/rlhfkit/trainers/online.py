@@ -228,7 +228,8 @@ class OnlineTrainer:
         if self.value_head is not None:
             self.trainable += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=0.0)
-        self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
+        self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_controller,
+                                         cfg.kl_kp, cfg.kl_ki)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
@@ -499,6 +500,8 @@ class OnlineTrainer:
         if scored.anchor_logprobs is not None:  # with β = 0 and fixed the anchor pass is skipped
             for name, kl_fn in (("k1", kl_k1), ("k3", kl_k3)):
                 stats[f"kl/{name}_seq_mean"] = float((kl_fn(scored.unmasked_logprobs, scored.anchor_logprobs) * mask).sum(1).mean())
+            # the KL the controller sees: the configured estimator, summed per sequence
+            stats[f"kl/{self.cfg.kl_estimator}_seq_mean"] = float(scored.kl.sum(1).mean())
         for name, (t0, t1) in zip(("generate", "score", "forward", "update"), itertools.pairwise(times)):
             stats[f"time/{name}"] = t1 - t0
         if scored.old_values is not None:
@@ -558,6 +561,7 @@ class OnlineTrainer:
             "trainable": tensors_of(self.trainable),
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl_ctl.value,
+            "kl_controller": dict(vars(self.kl_ctl)),  # β and, for PI, its integral
             "generator": self.generator.get_state(),
             "state": self.state,
             "history": self.history,
@@ -585,6 +589,7 @@ class OnlineTrainer:
                 copy_into(model.parameters(), state[key])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.value = state["kl_coef"]
+        vars(self.kl_ctl).update(state.get("kl_controller", {}))
         self.generator.set_state(state["generator"])
         self.state = state["state"]
         self.history = state["history"]
@@ -592,6 +597,28 @@ class OnlineTrainer:
             self.ptx.position = state["ptx_position"]
         self.step_count = state["step"]
         return True
+
+
+def kl_control_summary(trainer: OnlineTrainer, history: Sequence[dict], held_out_kl: float | None = None) -> dict:
+    """The `kl_control` block of a run's summary: the controller, its target and the KL it
+    achieved. `achieved_train` is the mean per-sequence KL (the configured estimator, nats) of
+    the last fifth of the steps (at least one), `achieved_held_out` the held-out KL when the run
+    measured one; `achieved` is the held-out figure when there is one. `within_25pct`: |achieved
+    / target − 1| ≤ 0.25 (None without a target)."""
+    cfg = trainer.cfg
+    key = f"kl/{cfg.kl_estimator}_seq_mean"
+    tail = [h[key] for h in list(history)[-max(1, len(history) // 5):] if key in h]  # no KL logged when β = 0 skips the reference
+    train_kl = sum(tail) / len(tail) if tail else None
+    achieved = held_out_kl if held_out_kl is not None else train_kl
+    target = cfg.target_kl
+    return {
+        "controller": cfg.kl_controller if target is not None else "fixed",
+        "target": target, "estimator": cfg.kl_estimator,
+        "initial_coef": cfg.init_kl_coef, "final_coef": trainer.kl_ctl.value,
+        "achieved_train": train_kl, "achieved_train_steps": len(tail), "achieved_held_out": held_out_kl,
+        "achieved": achieved,
+        "within_25pct": None if target is None or achieved is None else abs(achieved / target - 1) <= 0.25,
+    }
 
 
 class _PtxBatches:
