@@ -125,6 +125,33 @@ class ImportConfig(FeedbackDBOptions, SkipInvalidOptions):
     task: TASK_CHOICES = "auto"
     """what annotators do with each item (auto: 0 responses demonstration, 1 rating, 2 pairwise, 3+ ranking)"""
 
+    def __post_init__(self):
+        if not self.file:
+            raise ConfigError("feedback import: give the FILE of items (or `file:` in --config)")
+
+
+@dataclass
+class AnnotatorConfig(FeedbackDBOptions):
+    """Create an annotator (or issue a new token) and print the token and sign-in link."""
+
+    name: str = ""
+    """the annotator's name (unique)"""
+    admin: bool = False
+    """may also see /admin and import/export through the API"""
+    rotate: bool = False
+    """issue a new token for an existing annotator"""
+    url: str = "http://127.0.0.1:8000"
+    """server address used in the printed link"""
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError("feedback add-annotator: give the annotator's NAME (or `name:` in --config)")
+
+
+@dataclass
+class StatsConfig(FeedbackDBOptions):
+    """Progress per annotator and agreement per task."""
+
 
 @dataclass
 class ExportConfig(FeedbackDBOptions):
