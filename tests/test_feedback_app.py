@@ -337,3 +337,53 @@ def test_feedback_cli_user_errors(tmp_path):
         _cli(["feedback", "export", "--db", db, "--kind", "rating"])
     with pytest.raises(ConfigError, match="cannot be averaged"):
         _cli(["feedback", "export", "--db", db, "--kind", "sft", "--aggregate", "mean"])
+
+
+def test_guidelines_per_import_reach_the_api_and_older_databases_are_migrated(tmp_path, capsys):
+    import sqlite3
+
+    from rlhfkit.config import ConfigError
+
+    db = tmp_path / "old.sqlite"
+    # a database as rlhfkit wrote it before guidelines existed (no guidelines_id column)
+    old = sqlite3.connect(db)
+    old.executescript("""
+        CREATE TABLE items (id INTEGER PRIMARY KEY, task TEXT NOT NULL, prompt TEXT NOT NULL,
+            responses TEXT NOT NULL, meta TEXT NOT NULL DEFAULT '{}', dedup_key TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL);
+        INSERT INTO items (task, prompt, responses, dedup_key, created) VALUES ('rating', 'old', '["r"]', 'k', 0);""")
+    old.close()
+    store = FeedbackStore(db)
+    assert store.get_item(1).guidelines == ""
+    store.close()
+
+    rows = tmp_path / "items.jsonl"
+    rows.write_text(json.dumps({"prompt": "p", "responses": ["a", "b"]}) + "\n")
+    guide = tmp_path / "guide.md"
+    guide.write_text("\ufeffPrefer <b>short</b> answers.\n")  # a byte-order mark, as editors write
+    assert _cli(["feedback", "import", str(rows), "--db", str(db), "--guidelines", str(guide)]) == 0
+    assert "guidelines from" in capsys.readouterr().out
+    store = FeedbackStore(db)
+    assert store.get_item(2).guidelines == "Prefer <b>short</b> answers."
+    # the same rows again with other guidelines: nothing added, the guidelines replaced
+    guide.write_text("Prefer long answers.")
+    assert _cli(["feedback", "import", str(rows), "--db", str(db), "--guidelines", str(guide)]) == 0
+    assert store.get_item(2).guidelines == "Prefer long answers." and store.get_item(1).guidelines == ""
+    # through the API, and out again with the item
+    root = store.add_annotator("root", admin=True)
+    client = TestClient(create_app(store, overlap=1))
+    reply = client.post("/api/items", headers=auth(root),
+                        json={"items": [{"prompt": "q", "responses": ["c", "d"]}], "guidelines": "Be fair."})
+    assert reply.json() == {"added": 1, "already_present": 0}
+    assert client.get("/api/items/3", headers=auth(root)).json()["guidelines"] == "Be fair."
+    assert client.get("/api/items/1", headers=auth(root)).json()["guidelines"] == ""
+    store.close()
+
+    for content, message in ((None, "no such file"), (b"  \n", "the file is empty"),
+                             (b"caf\xe9", "not UTF-8 text"), (b"x" * 20_001, "20001 characters; at most 20000")):
+        bad = tmp_path / "bad-guide.txt"
+        bad.unlink(missing_ok=True)
+        if content is not None:
+            bad.write_bytes(content)
+        with pytest.raises(ConfigError, match=f"--guidelines: .*bad-guide.txt: {message}"):
+            _cli(["feedback", "import", str(rows), "--db", str(db), "--guidelines", str(bad)])

@@ -29,7 +29,7 @@ from rlhfkit.feedback.labeler import LabelPlan, Pair, label_pairs  # noqa: E402
 @contextlib.contextmanager
 def running(app):
     """Serve `app` with uvicorn on 127.0.0.1 at a free port in a thread; yield the base URL."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -64,7 +64,8 @@ FAST_LINE: dict[str, list[str]] = {
     # the model is runs/sft/checkpoints/final, which the sft line before made from the tiny model
     "rlhfkit dpo --data examples/prefs.jsonl --model runs/sft/checkpoints/final --beta 0.1 --run-name dpo":
         ["--max-steps", "2"],
-    "rlhfkit eval winrate --a runs/quickstart/samples.jsonl#final --b runs/quickstart/samples.jsonl#base --judge ai --json":
+    "rlhfkit eval winrate --a runs/quickstart/samples.jsonl#final --b runs/quickstart/samples.jsonl#base "
+    "--judge ai --json":
         ["--judge", f"ai:{TINY}"],
     "rlhfkit label --mode rating --pairs gen.jsonl": ["--judge", TINY, "--limit", "4", "--cache", "off"],
 }

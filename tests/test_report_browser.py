@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
+from tests.conftest import console_errors
 
-if not (CHROMIUM and DRIVER):
-    if os.environ.get("CI"):
-        pytest.fail("Debian's chromium and chromium-driver are needed for the browser test (make setup installs them)",
-                    pytrace=False)
-    pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver")
-
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from rlhfkit.evaluation.report import build_report  # noqa: E402
@@ -33,18 +23,8 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "report.png"
 
 
 @pytest.fixture()
-def browser():
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1400", "--force-device-scale-factor=1", "--no-first-run"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(browser_factory):
+    return browser_factory(1280, 1400)
 
 
 def _check_page(browser, report: Path) -> None:
@@ -52,7 +32,7 @@ def _check_page(browser, report: Path) -> None:
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("rlhfkit ")
     images = browser.execute_script("return [...document.images].map(i => [i.complete, i.naturalWidth, i.alt])")
     assert images and all(done and width > 0 for done, width, _ in images), images
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    errors = console_errors(browser)
     assert not errors, errors
 
 

@@ -293,7 +293,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"[rlhfkit] feedback page on {base}/  (admin: {base}/admin, API: {base}/openapi.json); Ctrl+C stops",
           flush=True)
     try:
-        serve(cfg.db, cfg.host, cfg.port, cfg.overlap or None)
+        serve(cfg.db, cfg.host, cfg.port, cfg.overlap or None, cfg.access_log)
     except OSError as err:
         raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {err.strerror or err} "
                           "(another server there? pick a free --port)") from None
@@ -318,10 +318,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ImportConfig, args)
     read = read_items(cfg.file, None if cfg.task == "auto" else cfg.task, cfg.skip_invalid)
+    guidelines = cfg.guidelines_text()
     store = _open_store(cfg.db, must_exist=False)
-    added, present = store.add_items(read.items)
+    added, present = store.add_items(read.items, guidelines)
     tasks = ", ".join(f"{task} {n}" for task, n in Counter(i.task for i in read.items).items())
     print(f"[rlhfkit] {cfg.file}: {len(read.items)} items ({tasks}); {added} new, {present} already in {cfg.db}")
+    if guidelines:
+        print(f"  guidelines from {cfg.guidelines} ({len(guidelines)} characters) shown with these {len(read.items)} items")
     if read.repeated:
         shown = ", ".join(f"row {row} = row {first}" for row, first in read.repeated[:5])
         more = f", and {len(read.repeated) - 5} more" if len(read.repeated) > 5 else ""

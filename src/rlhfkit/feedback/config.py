@@ -108,6 +108,8 @@ class ServeConfig(FeedbackDBOptions):
     overlap: int = 0
     """labels wanted per item: each item is shown to annotators until this many have labelled it
     (0: keep the database's setting, 1 for a new one)"""
+    access_log: bool = False
+    """log one line per request (address, method, path, status) on stderr; tokens never appear in it"""
 
     def __post_init__(self):
         if self.overlap < 0:
@@ -124,10 +126,36 @@ class ImportConfig(FeedbackDBOptions, SkipInvalidOptions):
     """rows with prompt + responses, prompt + chosen/rejected, `rlhfkit generate` output, or prompts alone"""
     task: TASK_CHOICES = "auto"
     """what annotators do with each item (auto: 0 responses demonstration, 1 rating, 2 pairwise, 3+ ranking)"""
+    guidelines: str = ""
+    """a UTF-8 text file of labelling guidelines, shown on the page above these items (importing the
+    same rows again with another file replaces them)"""
+
+    MAX_GUIDELINES: ClassVar[int] = 20_000
 
     def __post_init__(self):
         if not self.file:
             raise ConfigError("feedback import: give the FILE of items (or `file:` in --config)")
+        if self.guidelines:
+            self.guidelines_text()  # a missing or unreadable file fails here, before anything is imported
+
+    def guidelines_text(self) -> str | None:
+        """The guidelines file's text (None when no file is named)."""
+        if not self.guidelines:
+            return None
+        from pathlib import Path
+
+        path = Path(self.guidelines)
+        if not path.is_file():
+            raise ConfigError(f"--guidelines: {path}: no such file")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"--guidelines: {path}: not UTF-8 text (byte {err.start})") from None
+        if not text.strip():
+            raise ConfigError(f"--guidelines: {path}: the file is empty")
+        if len(text) > self.MAX_GUIDELINES:
+            raise ConfigError(f"--guidelines: {path}: {len(text)} characters; at most {self.MAX_GUIDELINES} are shown")
+        return text.strip()
 
 
 @dataclass

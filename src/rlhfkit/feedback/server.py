@@ -8,6 +8,7 @@ Content-Security-Policy forbids inline scripts as a second line of defence.
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the endpoint
 # closures (Annotated[..., Depends(annotator)]) at run time, and a string cannot name a closure.
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -102,6 +103,7 @@ class ItemOut(BaseModel):
     id: int
     task: Literal["pairwise", "ranking", "rating", "thumbs", "rewrite", "demonstration"]
     instructions: str
+    guidelines: str = Field(description="the labelling guidelines of the import the item came in ('' if none)")
     prompt: str
     responses: list[Candidate] = Field(description="in the order to show them (shuffled per annotator)")
 
@@ -128,6 +130,8 @@ class ItemIn(BaseModel):
 
 class ImportIn(BaseModel):
     items: list[ItemIn]
+    guidelines: str | None = Field(default=None, max_length=20_000,
+                                   description="labelling guidelines shown with these items (replaces earlier ones)")
 
 
 class ImportOut(BaseModel):
@@ -206,7 +210,8 @@ def _add_security(app: FastAPI) -> None:
 def _add_labelling_routes(app: FastAPI, store: FeedbackStore, annotator) -> None:
     """What an annotator does: who am I, progress, next item, submit, undo, skip."""
     def item_out(item, who: Annotator) -> ItemOut:
-        return ItemOut(id=item.id, task=item.task, instructions=INSTRUCTIONS[item.task], prompt=item.prompt,
+        return ItemOut(id=item.id, task=item.task, instructions=INSTRUCTIONS[item.task], guidelines=item.guidelines,
+                       prompt=item.prompt,
                        responses=[Candidate(index=i, text=item.responses[i]) for i in item.display_order(who.id)])
 
     @app.get("/api/me", response_model=Me, tags=["annotators"])
@@ -251,7 +256,7 @@ def _add_admin_routes(app: FastAPI, store: FeedbackStore, admin) -> None:
     """Admin token only: import items, export labels, statistics."""
     @app.post("/api/items", response_model=ImportOut, tags=["admin"], summary="Import items")
     def import_items(body: ImportIn, who: Annotated[Annotator, Depends(admin)]):
-        added, present = store.add_items(items_from_json([i.model_dump() for i in body.items]))
+        added, present = store.add_items(items_from_json([i.model_dump() for i in body.items]), body.guidelines)
         return ImportOut(added=added, already_present=present)
 
     @app.get("/api/export", tags=["admin"], summary="Labels as training rows of one record kind")
@@ -283,15 +288,32 @@ def _add_pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overlap: int | None = None) -> None:
+class _MaskTokens:
+    """A logging filter for the access log: a `token=...` in a logged path (someone typed the
+    sign-in link with `?` instead of `#`) is written as `token=***`. Tokens sent the intended
+    way, in the Authorization header or after `#`, never reach the log at all."""
+
+    PATTERN = re.compile(r"(token=)[^&#\s]+", re.IGNORECASE)
+
+    def filter(self, record) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overlap: int | None = None,
+          access_log: bool = False) -> None:
     """Run the app with uvicorn until interrupted. The socket is bound first, so that a port in
-    use fails with OSError before anything changes."""
+    use fails with OSError before anything changes. `access_log`: one line per request on stderr."""
+    import logging
     import socket
 
     import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio turns Nagle's algorithm off only on sockets whose proto is IPPROTO_TCP,
+    # and with it on, every keep-alive reply waited ~40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -300,7 +322,9 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, overla
         raise
     store = FeedbackStore(db_path)
     app = create_app(store, overlap or None)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log)
+    logging.getLogger("uvicorn.access").addFilter(_MaskTokens())  # after Config, which sets up logging
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     finally:

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS items (
     responses TEXT NOT NULL,          -- JSON list of candidate responses
     meta TEXT NOT NULL DEFAULT '{}',  -- JSON object carried from the imported row
     dedup_key TEXT NOT NULL UNIQUE,   -- re-importing the same row adds nothing
+    created REAL NOT NULL,
+    guidelines_id INTEGER REFERENCES guidelines(id)  -- what the annotators read first (per import)
+);
+CREATE TABLE IF NOT EXISTS guidelines (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL UNIQUE,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS labels (
@@ -87,6 +93,11 @@ LEASE_SECONDS = 600.0
 """How long an item shown to one annotator counts towards its overlap before it is labelled."""
 
 
+ITEM_SQL = ("SELECT i.id, i.task, i.prompt, i.responses, i.meta, COALESCE(g.text, '') FROM items i "
+            "LEFT JOIN guidelines g ON g.id = i.guidelines_id")
+"""An item's columns, in the order `FeedbackStore._item` reads them."""
+
+
 class StoreError(ValueError):
     """A user mistake against the store (unknown annotator name, bad import row, ...)."""
 
@@ -113,6 +124,8 @@ class Item:
     prompt: str
     responses: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    guidelines: str = ""
+    """the guidelines of the import the item came in (empty: none given)"""
 
     def display_order(self, annotator_id: int) -> list[int]:
         """The order this annotator sees the responses in: shuffled per (item, annotator) so
@@ -164,6 +177,7 @@ class FeedbackStore:
             raise StoreError(f"folder {self.path.parent} does not exist (for the feedback database {self.path})")
         self._local = threading.local()
         self._db().executescript(SCHEMA)
+        self._migrate()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -198,6 +212,14 @@ class FeedbackStore:
         if db is not None:
             db.close()
             self._local.db = None
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older rlhfkit up to this schema (columns are only added)."""
+        db = self._db()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+        if "guidelines_id" not in columns:
+            with self._write() as w:
+                w.execute("ALTER TABLE items ADD COLUMN guidelines_id INTEGER REFERENCES guidelines(id)")
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -246,25 +268,33 @@ class FeedbackStore:
 
     # -- items ------------------------------------------------------------------------------
 
-    def add_items(self, items: Sequence[NewItem]) -> tuple[int, int]:
-        """Insert items; returns (added, already present)."""
+    def add_items(self, items: Sequence[NewItem], guidelines: str | None = None) -> tuple[int, int]:
+        """Insert items; returns (added, already present). `guidelines`: text the annotators are
+        shown with these items; given, it also replaces the guidelines of items already present."""
         added = 0
         now = time.time()
         with self._write() as db:
+            guidelines_id = None
+            if guidelines is not None and guidelines.strip():
+                db.execute("INSERT OR IGNORE INTO guidelines (text, created) VALUES (?, ?)", (guidelines, now))
+                guidelines_id = db.execute("SELECT id FROM guidelines WHERE text = ?", (guidelines,)).fetchone()[0]
             for item in items:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO items (task, prompt, responses, meta, dedup_key, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO items (task, prompt, responses, meta, dedup_key, created, guidelines_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (item.task, item.prompt, json.dumps(list(item.responses), ensure_ascii=False),
-                     json.dumps(item.meta, ensure_ascii=False, default=str), item.dedup_key(), now),
+                     json.dumps(item.meta, ensure_ascii=False, default=str), item.dedup_key(), now, guidelines_id),
                 )
                 added += cur.rowcount
+                if cur.rowcount == 0 and guidelines_id is not None:
+                    db.execute("UPDATE items SET guidelines_id = ? WHERE dedup_key = ?", (guidelines_id, item.dedup_key()))
         return added, len(items) - added
 
     def _item(self, row) -> Item:
-        return Item(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+        return Item(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5])
 
     def get_item(self, item_id: int) -> Item:
-        row = self._db().execute("SELECT id, task, prompt, responses, meta FROM items WHERE id = ?", (item_id,)).fetchone()
+        row = self._db().execute(ITEM_SQL + " WHERE i.id = ?", (item_id,)).fetchone()
         if row is None:
             raise NotFound(f"no item {item_id}")
         return self._item(row)
@@ -303,7 +333,7 @@ class FeedbackStore:
                 return None
             db.execute("INSERT OR REPLACE INTO leases (item_id, annotator_id, expires) VALUES (?, ?, ?)",
                        (row[0], me, now + LEASE_SECONDS))
-            item_row = db.execute("SELECT id, task, prompt, responses, meta FROM items WHERE id = ?", (row[0],)).fetchone()
+            item_row = db.execute(ITEM_SQL + " WHERE i.id = ?", (row[0],)).fetchone()
         return self._item(item_row)
 
     # -- labels -----------------------------------------------------------------------------
@@ -386,15 +416,15 @@ class FeedbackStore:
 
     def labels(self, task: str | None = None) -> list[dict[str, Any]]:
         """Every stored label with its item: dicts of item, annotator, value, seconds."""
-        sql = ("SELECT i.id, i.task, i.prompt, i.responses, i.meta, a.name, l.value, l.seconds, l.created "
+        sql = ("SELECT i.id, i.task, i.prompt, i.responses, i.meta, '', a.name, l.value, l.seconds, l.created "
                "FROM labels l JOIN items i ON i.id = l.item_id JOIN annotators a ON a.id = l.annotator_id")
         params: tuple = ()
         if task is not None:
             sql += " WHERE i.task = ?"
             params = (task,)
         rows = self._db().execute(sql + " ORDER BY i.id, l.id", params).fetchall()
-        return [{"item": self._item(r[:5]), "annotator": r[5], "value": json.loads(r[6]), "seconds": r[7],
-                 "created": r[8]} for r in rows]
+        return [{"item": self._item(r[:6]), "annotator": r[6], "value": json.loads(r[7]), "seconds": r[8],
+                 "created": r[9]} for r in rows]
 
     def stats(self, overlap: int | None = None) -> dict[str, Any]:
         """Progress per annotator, items per task and agreement per task (for the admin page)."""

@@ -3,7 +3,8 @@
 
 const TOKEN_KEY = "rlhfkit-feedback-token";
 const LETTERS = "ABCDEFGHI";
-const state = { token: null, item: null, shownAt: 0, submissionId: null, busy: false, ranking: [], lastLabelId: null };
+const HISTORY = 50; // answers kept for undo, newest first
+const state = { token: null, item: null, shownAt: 0, submissionId: null, busy: false, ranking: [], history: [] };
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,7 +61,6 @@ function setStatus(text, kind = "") {
   const status = $("status");
   status.textContent = text;
   status.className = `status ${kind}`;
-  $("undo").hidden = true;
 }
 
 function updateProgress(p) {
@@ -162,6 +162,33 @@ const RENDER = {
   },
 };
 
+// What an answer was, in the words of the buttons, for the list of previous answers.
+function summary(item, value) {
+  const letter = (index) => LETTERS[item.responses.findIndex((c) => c.index === index)];
+  if (item.task === "pairwise") {
+    return { tie: "tie", both_bad: "both bad" }[value.preferred] || `${letter(value.preferred)} is better`;
+  }
+  if (item.task === "ranking") return value.order.map(letter).join(" > ");
+  if (item.task === "rating") return `rated ${value.rating}`;
+  if (item.task === "thumbs") return value.thumbs_up ? "👍 good" : "👎 bad";
+  return item.task === "rewrite" ? "corrected" : "written";
+}
+
+// The answers saved in this page, newest first: each says "Saved ✓" beside the item it belongs
+// to (not under the item shown next), and each can be undone.
+function renderHistory() {
+  const list = $("history-list");
+  list.replaceChildren();
+  state.history.forEach((entry, i) => {
+    const prompt = entry.prompt.length > 90 ? `${entry.prompt.slice(0, 90)}…` : entry.prompt;
+    list.append(el("li", { "data-item-id": String(entry.itemId), "data-label-id": String(entry.labelId) },
+      el("span", { class: "saved", text: "Saved ✓" }),
+      el("span", { class: "what", text: `${prompt} — ${entry.summary}` }),
+      el("button", { type: "button", class: "link", onclick: () => undo(entry) }, "undo", ...(i === 0 ? [" ", kbd("Z")] : []))));
+  });
+  $("history").hidden = state.history.length === 0;
+}
+
 function render(item) {
   state.item = item;
   state.shownAt = performance.now();
@@ -170,12 +197,18 @@ function render(item) {
   $("task").dataset.itemId = String(item.id);
   $("task").dataset.task = item.task;
   $("instructions").textContent = item.instructions;
+  if ($("guidelines").textContent !== item.guidelines) {
+    $("guidelines").textContent = item.guidelines; // new guidelines are shown open, once
+    $("guidelines-box").open = true;
+  }
+  $("guidelines-box").hidden = !item.guidelines;
   $("prompt").textContent = item.prompt;
   const candidates = $("candidates");
   const controls = $("controls");
   candidates.replaceChildren();
   controls.replaceChildren();
   $("keys-help").textContent = RENDER[item.task](item, candidates, controls);
+  setBusy(false);
   setStatus("");
   show("task");
 }
@@ -238,14 +271,18 @@ async function submit(value) {
   if (state.busy || !state.item) return;
   setBusy(true);
   setStatus("Saving…");
+  const item = state.item;
   const seconds = (performance.now() - state.shownAt) / 1000;
   try {
     const body = JSON.stringify({ submission_id: state.submissionId, value, seconds });
-    const result = await api(`/api/items/${state.item.id}/labels`, { method: "POST", body });
+    const result = await api(`/api/items/${item.id}/labels`, { method: "POST", body });
+    if (!state.history.some((e) => e.labelId === result.label_id)) {
+      state.history.unshift({ labelId: result.label_id, itemId: item.id, prompt: item.prompt, summary: summary(item, value) });
+      state.history.length = Math.min(state.history.length, HISTORY);
+    }
+    renderHistory();
     updateProgress(result.progress);
-    await loadNext("Saved ✓");
-    state.lastLabelId = result.label_id;
-    $("undo").hidden = false;
+    await loadNext();
   } catch (err) {
     setBusy(false);
     if (err.status === 401) return signOut("Your token is no longer valid.");
@@ -254,13 +291,15 @@ async function submit(value) {
   }
 }
 
-// Undo the last answer: the server deletes it and hands that item back.
-async function undo() {
-  if (state.busy || state.lastLabelId === null) return;
+// Undo an answer (by default the newest; pressing Z again undoes the one before): the server
+// deletes it and hands that item back, shown at once.
+async function undo(entry = state.history[0]) {
+  if (state.busy || !entry) return;
   setBusy(true);
   try {
-    const result = await api(`/api/labels/${state.lastLabelId}`, { method: "DELETE" });
-    state.lastLabelId = null;
+    const result = await api(`/api/labels/${entry.labelId}`, { method: "DELETE" });
+    state.history = state.history.filter((e) => e !== entry);
+    renderHistory();
     updateProgress(result.progress);
     render(result.item);
     setStatus("Undone — answer this item again.", "ok");
@@ -289,6 +328,7 @@ async function loadNext(message = "") {
     render(result.item);
     if (message) setStatus(message, "ok");
   } else {
+    setBusy(false);
     state.item = null;
     show("done");
   }
@@ -298,22 +338,27 @@ async function loadNext(message = "") {
 // Keyboard
 
 function onKey(event) {
-  if ($("task").hidden || !state.item) return;
+  if (!state.token) return;
   const typing = event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLInputElement;
+  const textTask = state.item && (state.item.task === "rewrite" || state.item.task === "demonstration");
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && textTask) {
+    // in the text box or after leaving it (Esc, a click elsewhere)
+    event.preventDefault();
+    $("controls").querySelector("button.primary").click();
+    return;
+  }
   if (typing) {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-      event.preventDefault();
-      $("controls").querySelector("button.primary").click();
-    } else if (event.key === "Escape") {
-      event.target.blur();
-    }
+    if (event.key === "Escape") event.target.blur();
     return;
   }
   if (event.ctrlKey || event.metaKey || event.altKey) return;
+  // Enter or Space on a focused button presses that button (the browser does it), nothing more
+  if (event.target instanceof HTMLButtonElement && (event.key === "Enter" || event.key === " ")) return;
+  if (event.key.toLowerCase() === "z") { event.preventDefault(); undo(); return; } // also from "All done"
+  if ($("task").hidden || !state.item) return;
   const key = event.key.toLowerCase();
   const task = state.item.task;
   if (key === "s") { event.preventDefault(); skip(); return; }
-  if (key === "z") { event.preventDefault(); undo(); return; }
   if (task === "pairwise") {
     const [a, b] = state.item.responses;
     const value = { "1": a.index, a: a.index, "2": b.index, b: b.index, "3": "tie", t: "tie", "4": "both_bad", x: "both_bad" }[key];
@@ -355,6 +400,8 @@ function signOut(message = "") {
   localStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.item = null;
+  state.history = [];
+  renderHistory();
   $("who-box").hidden = true;
   $("progress").hidden = true;
   $("login-error").textContent = message;
@@ -375,7 +422,6 @@ function tokenFromLink() {
 function start() {
   document.addEventListener("keydown", onKey);
   $("skip").addEventListener("click", skip);
-  $("undo").addEventListener("click", undo);
   $("refresh").addEventListener("click", () => loadNext());
   $("logout").addEventListener("click", () => signOut());
   $("login-form").addEventListener("submit", (event) => {
