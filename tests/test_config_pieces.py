@@ -23,7 +23,15 @@ from rlhfkit.config import (
     derive_config,
     field_docs,
 )
-from rlhfkit.feedback.config import ExportConfig, ImportConfig, LabelConfig, ServeConfig
+from rlhfkit.data.config import ValidateConfig
+from rlhfkit.feedback.config import (
+    AnnotatorConfig,
+    ExportConfig,
+    ImportConfig,
+    LabelConfig,
+    ServeConfig,
+    StatsConfig,
+)
 from rlhfkit.pipelines.config import (
     CompareConfig,
     GenerationConfig,
@@ -47,9 +55,11 @@ COMMANDS = {
     ("label",): LabelConfig, ("feedback", "serve"): ServeConfig, ("feedback", "import"): ImportConfig,
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
-    ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig,
+    ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
+    ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig,
 }
-POSITIONAL = {ImportConfig: {"file"}}  # `feedback import FILE`
+# `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
+POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}}
 
 
 def _help(args, capsys, monkeypatch) -> str:

@@ -257,6 +257,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             _add_argument(group, f, hints[f.name], docs.get(f.name, ""), default_help(cls, f))
 
 
+def add_config_positional(parser: argparse.ArgumentParser, name: str, cls: type) -> None:
+    """A positional argument for field `name` of `cls` that a --config file may give instead (the
+    config's own check says when neither did)."""
+    parser.add_argument(name, nargs="?", default=None, help=field_docs(cls).get(name, "").replace("%", "%%"))
+
+
 def _add_argument(group, f: dataclasses.Field, annotation: Any, doc: str, default_text: str) -> None:
     tp, _ = _resolve_type(annotation)
     help_text = f"{doc} {default_text}" if doc else default_text

