@@ -75,7 +75,7 @@ def test_the_plan_keeps_the_old_pass_where_it_is_needed():
     assert plan(algo="nlpo", ppo_epochs=1).single_update_rows == 0
     assert plan(algo="grpo", ppo_epochs=1, micro_batch_size=4).single_update_rows == 4  # batches of ≤ 4 rows only
     assert plan(algo="grpo", init_kl_coef=0.0).anchor is False
-    assert plan(algo="grpo", init_kl_coef=0.0, target_kl=1.0).anchor is True  # adaptive β needs the KL
+    assert plan(algo="grpo", init_kl_coef=0.0, target_kl=1.0, kl_controller="ziegler").anchor is True  # adaptive β needs the KL
 
 
 # -- generation: preallocated KV cache, one prefill per distinct prompt ------------------------
