@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "rlhfkit.cli.gridworld",  # gridworld
     "rlhfkit.cli.eval",  # eval sample|winrate|leaderboard|metrics
     "rlhfkit.cli.report",  # report
+    "rlhfkit.cli.tasks",  # tasks
 ]
 
 

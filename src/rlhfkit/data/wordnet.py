@@ -1,4 +1,5 @@
-"""WordNet 3.0 for METEOR's synonym matches, read from installed files — never downloaded.
+"""WordNet 3.0 (METEOR's synonym matches, the concepts task's word list and inflections), read from
+installed files — never downloaded.
 
 Where it comes from, first found wins:
 1. `$RLHFKIT_WORDNET`: a folder of WordNet database files (index.noun, data.noun, ..., lexnames);
@@ -82,7 +83,7 @@ def wordnet_folder() -> Path:
         folder = Path(base) / "corpora" / "wordnet"
         if _complete(folder):
             return folder
-    raise WordNetMissing("METEOR needs the WordNet 3.0 database and none is installed: run `make setup`, or "
+    raise WordNetMissing("METEOR and the concepts task need the WordNet 3.0 database and none is installed: run `make setup`, or "
                          "`apt-get install wordnet-base` (Debian/Ubuntu), or point RLHFKIT_WORDNET at a folder "
                          "of WordNet database files")
 

@@ -44,7 +44,7 @@ class TaskPolicyOptions:
     """A built-in task, and the policy trained on its prompts."""
 
     task: str = "sentiment"
-    """built-in task (prompts + gold scorer); {task_gold}"""
+    """task: built-in (sentiment, summarize, concepts, arithmetic: see `rlhfkit tasks`) or a task file my_task.yaml (prompts + gold scorer); {task_gold}"""
     policy: str = "smollm2-135m-instruct"
     """policy/reference model: the embedded default, an HF id, a local folder or a .gguf file"""
 
@@ -166,7 +166,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, RunOpti
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
-    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
+    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     resume: bool = False
     """continue from the run folder's last checkpoint"""
     checkpoint_every: int = 10
@@ -237,7 +237,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
 
     prompts: str = ""
-    """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME for a built-in task's test prompts"""
+    """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME (a built-in task or a task .yaml file) for a task's test prompts"""
     output: str = "generations.jsonl"
     """where to write one JSON line per response"""
     strategy: Literal["greedy", "sample", "top_k", "top_p", "beam"] = "top_p"
@@ -259,7 +259,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     n: int = 1
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
+    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
     batch_size: int = 16
     """prompts per generation batch"""
     limit: int = 0
