@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "rlhfkit.cli.eval",  # eval sample|winrate|leaderboard|metrics
     "rlhfkit.cli.report",  # report
     "rlhfkit.cli.tasks",  # tasks
+    "rlhfkit.cli.bench",  # bench
 ]
 
 

@@ -234,7 +234,8 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, OptimizerOptions, RunOpti
 class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
     """Sample responses for a file of prompts."""
 
-    help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
+    help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling",
+                                            "chat_auto": "the task's choice for task:NAME; for files, when the tokenizer has one"}
 
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME (a built-in task or a task .yaml file) for a task's test prompts"""

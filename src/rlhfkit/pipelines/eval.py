@@ -398,6 +398,9 @@ def run_metrics(cfg: MetricsConfig) -> dict:
     task = _task(cfg.task)
     result: dict = {"samples": len(rows), **diversity(responses)}
     references = _references(cfg, rows)
+    if references is None and task is not None and task.reference_column:
+        references = task.references(prompts)  # a task's own references (summarize: each docstring's first line)
+        references = references if all(references) else None
     if references is not None:
         result.update(lexical(responses, references))
     if task is not None:

@@ -21,21 +21,23 @@ from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 
 
-def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str], PromptColumns]:
-    """The prompts, and their other columns (a task's answers or references; a file's columns)."""
+def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str], PromptColumns, bool | None]:
+    """The prompts, their other columns (a task's answers or references; a file's columns), and
+    whether to use the chat template by default (a task's choice; for files, None: when the
+    tokenizer has one)."""
     if spec.startswith("task:"):
         try:
             task = get_task(spec[5:])
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        prompts, columns = task.prompts("test"), task.columns
+        prompts, columns, chat = task.prompts("test"), task.columns, task.chat
     else:
         result = load_records(spec, "prompt", skip_invalid=skip_invalid)
         if result.skipped:
             print(f"[rlhfkit] {spec}: skipped {len(result.skipped)} bad rows; first: {result.skipped[0]}")
         prompts = [r.prompt for r in result.records]
-        columns = PromptColumns({"prompt": r.prompt, **r.meta} for r in result.records)
-    return (prompts[:limit] if limit else prompts), columns
+        columns, chat = PromptColumns({"prompt": r.prompt, **r.meta} for r in result.records), None
+    return (prompts[:limit] if limit else prompts), columns, chat
 
 
 def response_rows(rollouts) -> list[dict]:
@@ -63,7 +65,7 @@ def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
 
 def run_generate(cfg: GenerationConfig) -> list[dict]:
     device = resolve_device(cfg.device)
-    prompts, columns = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
+    prompts, columns, chat_default = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     reward = None
@@ -75,7 +77,7 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
         top_p=cfg.top_p if cfg.strategy == "top_p" else 1.0, num_beams=cfg.num_beams,
         length_penalty=cfg.length_penalty, max_new_tokens=cfg.max_new_tokens,
     )
-    kwargs = dict(chat={"auto": None, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
+    kwargs = dict(chat={"auto": chat_default, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
     if params.strategy != "beam":
         kwargs["generator"] = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()
