@@ -24,6 +24,7 @@ from rlhfkit.config import (
     field_docs,
 )
 from rlhfkit.feedback.config import ExportConfig, ImportConfig, LabelConfig, ServeConfig
+from rlhfkit.pipelines.bench_config import BenchConfig
 from rlhfkit.pipelines.config import (
     CompareConfig,
     GenerationConfig,
@@ -46,7 +47,7 @@ COMMANDS = {
     ("label",): LabelConfig, ("feedback", "serve"): ServeConfig, ("feedback", "import"): ImportConfig,
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
-    ("eval", "metrics"): MetricsConfig,
+    ("eval", "metrics"): MetricsConfig, ("bench",): BenchConfig,
 }
 POSITIONAL = {ImportConfig: {"file"}}  # `feedback import FILE`
 
