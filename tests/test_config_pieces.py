@@ -32,6 +32,7 @@ from rlhfkit.feedback.config import (
     ServeConfig,
     StatsConfig,
 )
+from rlhfkit.pipelines.bench_config import BenchConfig
 from rlhfkit.pipelines.config import (
     CompareConfig,
     GenerationConfig,
@@ -56,7 +57,7 @@ COMMANDS = {
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
     ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
-    ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig,
+    ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig, ("bench",): BenchConfig,
 }
 # `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
 POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}}

@@ -33,6 +33,8 @@ COMMAND_MODULES = [
     "rlhfkit.cli.eval",  # eval sample|winrate|leaderboard|metrics
     "rlhfkit.cli.report",  # report
     "rlhfkit.cli.overopt",  # overopt fit|run
+    "rlhfkit.cli.tasks",  # tasks
+    "rlhfkit.cli.bench",  # bench
 ]
 
 

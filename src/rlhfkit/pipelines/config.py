@@ -45,7 +45,7 @@ class TaskPolicyOptions:
     """A built-in task, and the policy trained on its prompts."""
 
     task: str = "sentiment"
-    """built-in task (prompts + gold scorer); {task_gold}"""
+    """task: built-in (sentiment, summarize, concepts, arithmetic: see `rlhfkit tasks`) or a task file my_task.yaml (prompts + gold scorer); {task_gold}"""
     policy: str = "smollm2-135m-instruct"
     """policy/reference model: the embedded default, an HF id, a local folder or a .gguf file"""
 
@@ -175,7 +175,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
     reward: str = "gold"
-    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
+    """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
 
@@ -243,14 +243,15 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
 class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
     """Sample responses for a file of prompts."""
 
-    help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling"}
+    help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling",
+                                            "chat_auto": "the task's choice for task:NAME; for files, when the tokenizer has one"}
     # temperature: `_check_sampling` says it with a hint (greedy for argmax decoding)
     limits: ClassVar[dict[str, str]] = {"top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
                                         "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
                                         "limit": ">= 0"}
 
     prompts: str = ""
-    """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME for a built-in task's test prompts"""
+    """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME (a built-in task or a task .yaml file) for a task's test prompts"""
     output: str = "generations.jsonl"
     """where to write one JSON line per response"""
     strategy: Literal["greedy", "sample", "top_k", "top_p", "beam"] = "top_p"
@@ -272,7 +273,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     n: int = 1
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, or a weighted mix 'A=1,B=0.5'"""
+    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
     batch_size: int = 16
     """prompts per generation batch"""
     limit: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -107,16 +108,21 @@ def _emit(result: dict, as_json: bool, text: str) -> None:
 # eval sample
 
 
+def split_best_of_n(spec: str) -> tuple[str, str, str]:
+    """best_of_n:POLICY:N:REWARD → (POLICY, N, REWARD); REWARD may hold colons (task:NAME, mod:fn)."""
+    found = re.fullmatch(r"best_of_n:(.+?):(\w+):(.+)", spec)
+    if found is None:
+        raise ConfigError(f"policy {spec!r}: expected best_of_n:POLICY:N:REWARD")
+    return found.group(1), found.group(2), found.group(3)
+
+
 def parse_policy(spec: str) -> tuple[str, str]:
     """NAME=SPEC or SPEC → (name, spec); a name is derived from the spec when not given."""
     name, eq, rest = spec.partition("=")
     if eq and name and not any(c in name for c in "/:\\."):
         return name, rest
     if spec.startswith("best_of_n:"):
-        try:
-            _, n, _ = spec[len("best_of_n:"):].rsplit(":", 2)
-        except ValueError:
-            raise ConfigError(f"policy {spec!r}: expected best_of_n:POLICY:N:REWARD") from None
+        _, n, _ = split_best_of_n(spec)
         return f"best_of_{n}", spec
     return Path(spec.rstrip("/")).name or spec, spec
 
@@ -136,7 +142,7 @@ def _sample_policy(cfg: EvalSampleConfig, spec: str, prompts: list[str], chat, d
                   generator=torch.Generator(device=device).manual_seed(cfg.seed))
     expanded = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
     if spec.startswith("best_of_n:"):
-        base, n, reward = spec[len("best_of_n:"):].rsplit(":", 2)
+        base, n, reward = split_best_of_n(spec)
         if not n.isdigit() or int(n) < 1:
             raise ConfigError(f"policy {spec!r}: N must be a positive whole number, got {n!r}")
         model, tokenizer = load_policy(_policy_path(base), device=device)
@@ -395,6 +401,9 @@ def run_metrics(cfg: MetricsConfig) -> dict:
     task = _task(cfg.task)
     result: dict = {"samples": len(rows), **diversity(responses)}
     references = _references(cfg, rows)
+    if references is None and task is not None and task.reference_column:
+        references = task.references(prompts)  # a task's own references (summarize: each docstring's first line)
+        references = references if all(references) else None
     if references is not None:
         result.update(lexical(responses, references))
     if task is not None:

@@ -15,23 +15,29 @@ from rlhfkit.generation.sampling import (
 )
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.pipelines.config import GenerationConfig
+from rlhfkit.rewards.python import PromptColumns
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 
 
-def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> list[str]:
+def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str], PromptColumns, bool | None]:
+    """The prompts, their other columns (a task's answers or references; a file's columns), and
+    whether to use the chat template by default (a task's choice; for files, None: when the
+    tokenizer has one)."""
     if spec.startswith("task:"):
         try:
-            prompts = get_task(spec[5:]).prompts("test")
+            task = get_task(spec[5:])
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        prompts, columns, chat = task.prompts("test"), task.columns, task.chat
     else:
         result = load_records(spec, "prompt", skip_invalid=skip_invalid)
         if result.skipped:
             print(f"[rlhfkit] {spec}: skipped {len(result.skipped)} bad rows; first: {result.skipped[0]}")
         prompts = [r.prompt for r in result.records]
-    return prompts[:limit] if limit else prompts
+        columns, chat = PromptColumns({"prompt": r.prompt, **r.meta} for r in result.records), None
+    return (prompts[:limit] if limit else prompts), columns, chat
 
 
 def response_rows(rollouts) -> list[dict]:
@@ -59,19 +65,19 @@ def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
 
 def run_generate(cfg: GenerationConfig) -> list[dict]:
     device = resolve_device(cfg.device)
-    prompts = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
+    prompts, columns, chat_default = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     reward = None
     if cfg.policy == "best_of_n":
-        reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer})
+        reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer}, columns=columns)
     model, tokenizer = load_policy(cfg.model, device=device)
     params = SamplingParams(
         strategy=cfg.strategy, temperature=cfg.temperature, top_k=cfg.top_k if cfg.strategy in ("top_k",) else 0,
         top_p=cfg.top_p if cfg.strategy == "top_p" else 1.0, num_beams=cfg.num_beams,
         length_penalty=cfg.length_penalty, max_new_tokens=cfg.max_new_tokens,
     )
-    kwargs = dict(chat={"auto": None, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
+    kwargs = dict(chat={"auto": chat_default, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
     if params.strategy != "beam":
         kwargs["generator"] = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()

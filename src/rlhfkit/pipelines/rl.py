@@ -18,20 +18,22 @@ from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
 from rlhfkit.pipelines.config import RLRunConfig
 from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.rewards.python import PromptColumns
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 
 
-def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str]]:
-    """(training prompts, held-out prompts)."""
+def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str], PromptColumns | None]:
+    """(training prompts, held-out prompts, the file's other columns for Python rewards)."""
     if not cfg.prompts:
-        return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)[: cfg.eval_prompts]
+        return task.prompts("train", seed=cfg.seed), task.prompts("test", seed=cfg.seed)[: cfg.eval_prompts], None
 
-    records = [r.prompt for r in load_records(cfg.prompts, "prompt").records]
-    n_eval = min(cfg.eval_prompts, len(records) // 5)
-    return records[n_eval:], records[:n_eval]
+    records = load_records(cfg.prompts, "prompt").records
+    prompts = [r.prompt for r in records]
+    n_eval = min(cfg.eval_prompts, len(prompts) // 5)
+    return prompts[n_eval:], prompts[:n_eval], PromptColumns({"prompt": r.prompt, **r.meta} for r in records)
 
 
 def _judge_factory(model: str):
@@ -43,17 +45,19 @@ def run_rl(cfg: RLRunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
     resolve_policy_path(cfg.policy)
-    name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)
-    run.save_config(cfg)
-    dtype = resolve_precision(cfg.precision, device)
     try:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    train_prompts, eval_prompts = _prompts(cfg, task)
+    # prompts and reward before the run folder: a bad file or reward leaves nothing behind
+    train_prompts, eval_prompts, columns = _prompts(cfg, task)
+    reward_fn, weights = build_reward(cfg.reward, task, device, columns=columns,
+                                      named={"judge": _judge_factory, "task": task_gold_scorer})
+    name = cfg.run_name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)
+    run.save_config(cfg)
+    dtype = resolve_precision(cfg.precision, device)
     chat = {"yes": True, "no": False, "auto": task.chat if not cfg.prompts else None}[cfg.chat]
-    reward_fn, weights = build_reward(cfg.reward, task, device, named={"judge": _judge_factory, "task": task_gold_scorer})
     ptx_examples = None
     if cfg.ptx_coef > 0:
         ptx_examples = load_records(cfg.ptx_data, "sft").records

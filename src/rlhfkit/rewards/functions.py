@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol, Sequence
+
+from rlhfkit.rewards.python import checked_scores
 
 
 class RewardFunction(Protocol):
@@ -53,11 +54,7 @@ class WeightedSum:
         total = [0.0] * len(completions)
         for name, fn in self.functions.items():
             values = fn(prompts, completions, **columns)
-            if len(values) != len(completions):
-                raise ValueError(f"reward '{name}' returned {len(values)} values for {len(completions)} completions")
-            bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"reward '{name}' returned a non-finite value for completion {bad[0]}: {values[bad[0]]}")
+            values = checked_scores(name, values, prompts, len(completions))
             self.last_components[name] = sum(values) / max(len(values), 1)
             total = [t + self.weights[name] * v for t, v in zip(total, values)]
         return total

@@ -1,5 +1,7 @@
-"""Built-in tasks (GRUE-style): prompts + a gold scorer + defaults. `get_task(name)`."""
+"""Built-in tasks (GRUE-style): prompts + references + a gold scorer + metrics + defaults, and
+tasks from a YAML file. `get_task(name_or_file)`."""
 
-from rlhfkit.tasks.registry import TASKS, Task, get_task
+from rlhfkit.tasks.base import Task
+from rlhfkit.tasks.registry import TASKS, get_task
 
 __all__ = ["TASKS", "Task", "get_task"]
