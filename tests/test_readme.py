@@ -56,6 +56,14 @@ FAST: dict[str, list[str]] = {
     "rl": [*_TINY_RL, "--eval-prompts", "4"],
     "compare": [*_TINY_RL, "--sample-budget", "8", "--eval-prompts", "4", "--best-of-n", "2"],
     "label": ["--judge", TINY, "--limit", "4", "--max-rationale-tokens", "4", "--cache", "off"],
+    "overopt run": ["--policy", TINY, "--reward-backbone", TINY, "--label-prompts", "8", "--label-samples-per-prompt", "3",
+                    "--rm-eval-fraction", "0.25", "--label-counts", "12,4", "--bon-prompts", "3", "--bon-pool", "8",
+                    "--bon-extrapolate-n", "4", "--rl-steps", "2", "--rl-eval-every", "2", "--rl-eval-prompts", "4",
+                    "--batch-size", "4", "--mini-batch-size", "4", "--max-new-tokens", "4", "--rl-kl-coefs", "0",
+                    "--rl-proxies", "4", "--precision", "fp32"],
+    "bench": ["--policy", TINY, "--tasks", "arithmetic", "--preset", "custom", "--methods", "grpo,best_of_n",
+              "--sample-budget", "8", "--batch-size", "8", "--eval-prompts", "4", "--best-of-n", "2",
+              "--max-new-tokens", "3", "--precision", "fp32"],
     "eval sample": ["--policies", f"base={TINY},ppo=runs/quickstart,best_of_n:{TINY}:2:gold", "--n-prompts", "4",
                     "--max-new-tokens", "4"],
 }
@@ -233,7 +241,7 @@ def test_every_command_but_report_reads_a_config_file():
                 yield from leaves(child, [*path, name])
 
     without = sorted(name for name, has in leaves(build_parser(), []) if not has)
-    assert without == ["overopt fit", "report"]
+    assert without == ["overopt fit", "report", "tasks"]
 
 
 # The lines run in two chains at once (two cores); a chain keeps README order. Chain 0 holds the
