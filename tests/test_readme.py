@@ -91,6 +91,8 @@ SKIP: dict[str, str] = {
     "--output http_labels.jsonl": "needs an OpenAI-compatible server on port 8080 (the HTTP judge's tests run one)",
     "tensorboard --logdir runs/sft-tb/tensorboard": "starts TensorBoard's web server (tests/test_trackers.py reads the event files)",
     'pip install -e ".[wandb]"': "an install: network",
+    "rlhfkit sft --data examples/demos.jsonl --max-steps 4 --run-name sft-wb --report-to tensorboard,wandb":
+        "needs the optional wandb extra that the line above installs (tests/test_trackers.py runs W&B where it is installed)",
     ".venv/bin/python benchmarks/generation.py --model bench-gpt2 --batch 64 --new-tokens 48 --group 8 --precision fp32 "
     "--threads 1": "a benchmark (minutes), not a command of the tour",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py --quick": "the over-optimization experiment (tens of minutes)",
