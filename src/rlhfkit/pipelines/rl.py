@@ -41,6 +41,28 @@ def _judge_factory(model: str):
     return judge_reward(model or "smollm2-135m-instruct")
 
 
+def _trainable_policy(cfg: RLRunConfig, device):
+    """The policy to train and its frozen reference: with LoRA the adapter-disabled model is the
+    reference (None here); without, a frozen full copy."""
+    policy, tokenizer = load_policy(cfg.policy, device=device)
+    if cfg.lora:
+        return add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                        top_layers=cfg.lora_top_layers or None), tokenizer, None
+    reference = frozen_copy(policy)
+    policy.requires_grad_(True)
+    return policy, tokenizer, reference
+
+
+def _resume(trainer: OnlineTrainer, checkpointer, run: RunDir) -> tuple[dict | None, list[str]]:
+    """Load the latest checkpoint; the base evaluation saved beside it (summary, base texts)."""
+    if not trainer.load_checkpoint(checkpointer):
+        print(f"[rlhfkit] no checkpoint in {run.checkpoints} yet: starting at step 0")
+        return None, []
+    before = checkpointer.load_extra("before") or {}
+    print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
+    return before.get("summary"), before.get("base_texts", [])
+
+
 def run_rl(cfg: RLRunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
@@ -61,14 +83,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     ptx_examples = None
     if cfg.ptx_coef > 0:
         ptx_examples = load_records(cfg.ptx_data, "sft").records
-    policy, tokenizer = load_policy(cfg.policy, device=device)
-    reference = None
-    if cfg.lora:
-        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                          top_layers=cfg.lora_top_layers or None)
-    else:
-        reference = frozen_copy(policy)
-        policy.requires_grad_(True)
+    policy, tokenizer, reference = _trainable_policy(cfg, device)
     # the task's gold score is evaluated next to the reward unless it is the reward, and logged
     # during training unless the reward's parts (logged as reward/<part>) already hold it
     gold_names = {"gold", f"task:{task.name}"}
@@ -85,12 +100,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []
     if cfg.resume:
-        if trainer.load_checkpoint(checkpointer):
-            before = checkpointer.load_extra("before") or {}
-            summary["before"], base_texts = before.get("summary"), before.get("base_texts", [])
-            print(f"[rlhfkit] resumed {run.path} at step {trainer.step_count}")
-        else:
-            print(f"[rlhfkit] no checkpoint in {run.checkpoints} yet: starting at step 0")
+        summary["before"], base_texts = _resume(trainer, checkpointer, run)
     print(f"[rlhfkit] {cfg.algo} on {len(train_prompts)} prompts, {cfg.prompts_per_step} prompts × {cfg.group_size} "
           f"samples per step, reward {cfg.reward}; run folder {run.path}")
     scorers = {"reward": reward_fn, **({"gold": task.gold} if eval_gold else {})}
