@@ -275,8 +275,10 @@ def test_label_cli_writes_valid_pairs_and_reports_alignment(tmp_path, tiny_judge
     assert "alignment over 2 pairs" in printed and "+CoT" in printed
     records = load_records(out, "pairwise").records
     assert len(records) == 3 and all(0.5 <= r.label <= 1.0 for r in records)
-    techniques = [t["technique"] for t in json.loads(report.read_text())["techniques"]]
-    assert techniques == ["base", "+swap", "+CoT"]
+    written = json.loads(report.read_text())
+    assert [t["technique"] for t in written["techniques"]] == ["base", "+swap", "+CoT"]
+    # the report names the judge as a person reads it; the cache key is kept apart
+    assert written["judge"].startswith(f"{tiny_judge_dir} (local, ") and written["judge_cache_key"].startswith("local:")
 
 
 def test_label_cli_rating_mode(tmp_path, tiny_judge_dir, capsys):

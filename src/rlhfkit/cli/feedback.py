@@ -231,7 +231,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
     judge = _load_judge(cfg)
     print(f"[rlhfkit] judge {getattr(judge, 'description', judge.identity)}")
     start = time.perf_counter()
-    report: dict = {"config": vars(cfg) | {}, "judge": judge.identity, "skipped_rows": len(skipped)}
+    report: dict = {"config": vars(cfg) | {}, "skipped_rows": len(skipped),
+                    "judge": getattr(judge, "description", judge.identity), "judge_cache_key": judge.identity}
     try:
         if cfg.mode == "rating":
             labels = rating_labels(judge, [p for p, _ in items], [r for _, r in items], template)
