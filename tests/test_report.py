@@ -4,8 +4,6 @@ import base64
 import json
 import re
 
-import pytest
-
 from rlhfkit.cli import main
 from rlhfkit.evaluation.report import build_report
 
@@ -74,14 +72,6 @@ def test_report_of_a_run_in_progress(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "holds no run files" in capsys.readouterr().err
-
-
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_llama, tiny_tok):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return str(path)
 
 
 def test_rl_run_writes_its_report_with_base_and_final_samples(tmp_path, tiny_dir):

@@ -27,14 +27,6 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 WORDS = "the movie was good bad i loved it hated great acting and a fine story terrible plot boring slow".split()
 
 
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_llama, tiny_tok):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return str(path)
-
-
 def _write(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

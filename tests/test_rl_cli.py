@@ -7,14 +7,6 @@ import pytest
 from rlhfkit.cli import main
 
 
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_llama, tiny_tok):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return str(path)
-
-
 def test_rl_runs_evaluates_and_resumes(tmp_path, tiny_dir, capsys):
     common = ["rl", "--policy", tiny_dir, "--algo", "rloo", "--batch-size", "8", "--mini-batch-size", "8", "--micro-batch-size", "4",
               "--eval-prompts", "4", "--max-new-tokens", "4", "--output-dir", str(tmp_path), "--run-name", "r", "--precision", "fp32",

@@ -60,14 +60,6 @@ def test_bad_or_missing_tracker_fails_in_one_line_before_any_model_loads(tmp_pat
         "pip install -e '.[wandb]' (rlhfkit's optional extra; W&B runs offline, in the run folder)"]
 
 
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_llama, tiny_tok):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return str(path)
-
-
 def _rl(tmp_path, tiny_dir, report_to: str, *extra: str):
     assert main(["rl", "--policy", tiny_dir, "--algo", "reinforce", "--batch-size", "4", "--mini-batch-size", "4",
                  "--steps", "3", "--eval-prompts", "0", "--max-new-tokens", "4", "--output-dir", str(tmp_path),
