@@ -165,3 +165,34 @@ def test_compare_ends_with_a_leaderboard_holding_each_win_rate_over_base(tmp_pat
     assert "<th>win rate over base (95% CI)</th>" in page
     tags = EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
     assert "reinforce/loss/policy" in tags and "reinforce/compare/gold/mean" in tags and "base/compare/gold/mean" in tags
+
+
+def test_a_resumed_run_rebuilds_its_tracker_copies_from_metrics_jsonl(tmp_path, tiny_dir):
+    # a run stopped after logging steps 2 and 3 but before its step-4 checkpoint: pointing `latest`
+    # back at step 2 leaves metrics.jsonl rows past the checkpoint, which the resume cuts off and redoes
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    names = ["tensorboard"] + (["wandb"] if importlib.util.find_spec("wandb") else [])
+    args = ["rl", "--policy", tiny_dir, "--algo", "reinforce", "--batch-size", "4", "--mini-batch-size", "4",
+            "--steps", "4", "--eval-prompts", "0", "--max-new-tokens", "4", "--output-dir", str(tmp_path),
+            "--run-name", "r", "--precision", "fp32", "--checkpoint-every", "2", "--report-to", ",".join(names)]
+    assert main(args) == 0
+    run = tmp_path / "r"
+    (run / "checkpoints" / "latest").write_text("step-000002\n")
+    assert main(args + ["--resume"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    expected = {(f"rl/{k}", r["step"]): v for r in rows for k, v in r.items()
+                if k not in ("stage", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one copy, not two
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0}, purge_orphaned_data=False).Reload()
+    got = {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+    assert sum(len(events.Scalars(tag)) for tag in events.Tags()["scalars"]) == len(expected)  # no step twice
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-30)
+    if "wandb" in names:  # one offline W&B run holding every row, not a second run with the resumed rows only
+        files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(files) == 1
+        steps = [json.loads(item.value_json) for record in _wandb_records(files[0])
+                 if record.WhichOneof("record_type") == "history"
+                 for item in record.history.item if (item.key or "/".join(item.nested_key)) == "rl/step"]
+        assert steps == [0, 1, 2, 3]

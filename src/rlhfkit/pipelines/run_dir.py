@@ -63,6 +63,8 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
         self.trackers = Trackers((), self.path, name, {})
+        self._pending_trackers: tuple[tuple[str, ...], dict] | None = None
+        self.resume = resume
         if overwrite:
             for stale in ("metrics.jsonl", "samples.jsonl"):
                 (self.path / stale).unlink(missing_ok=True)
@@ -97,7 +99,23 @@ class RunDir:
                       "the result will not equal an uninterrupted run", flush=True)
         save_config(cfg, path)
         if names and not self.trackers.trackers:
-            self.trackers = Trackers(names, self.path, self.path.name, config_to_dict(cfg))
+            self._pending_trackers = (names, config_to_dict(cfg))
+
+    def _open_trackers(self) -> None:
+        """Open the trackers at the first metrics row, when a resumed run has cut metrics.jsonl back
+        to its checkpoint. A resumed run's tracker copies are rebuilt from metrics.jsonl as it now
+        stands (the old copies may hold rows past the checkpoint, and W&B would start a second run)."""
+        names, config = self._pending_trackers
+        self._pending_trackers = None
+        if self.resume:
+            for stale in ("tensorboard", "wandb"):
+                shutil.rmtree(self.path / stale, ignore_errors=True)
+        self.trackers = Trackers(names, self.path, self.path.name, config)
+        metrics = self.path / "metrics.jsonl"
+        if self.resume and metrics.is_file():
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    self.trackers.log(json.loads(line))
 
     def _append(self, filename: str, row: dict) -> None:
         with open(self.path / filename, "a", encoding="utf-8") as fh:
@@ -105,6 +123,8 @@ class RunDir:
 
     def log_metrics(self, row: dict) -> None:
         """Append the row to metrics.jsonl (the source of truth), then send it to the trackers."""
+        if self._pending_trackers is not None:
+            self._open_trackers()
         self._append("metrics.jsonl", row)
         self.trackers.log(_clean(row))
 
