@@ -562,7 +562,7 @@ class RolloutBackendOptions:
                                         "vllm_gpu_memory_utilization": "(0, 1]"}
 
     rollout_backend: Literal["hf", "openai", "vllm"] = "hf"
-    """hf: the project's sampler in this process; openai: POST to --base-url ({backend_model}); vllm: a vLLM engine in this process (needs the vllm package and a CUDA GPU)"""
+    """hf: the project's sampler in this process; openai: POST to --base-url ({backend_model}; prompts go to /v1/chat/completions unless the chat template is off, then to /v1/completions); vllm: a vLLM engine in this process (needs the vllm package and a CUDA GPU)"""
     base_url: str = ""
     """openai backend: the server's API root, e.g. http://127.0.0.1:8000/v1 (`rlhfkit serve`, `vllm serve`)"""
     request_timeout: float = 300.0

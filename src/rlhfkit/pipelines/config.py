@@ -22,6 +22,7 @@ from rlhfkit.config import (
     ModelOptions,
     OptimizerOptions,
     ResumeOptions,
+    RolloutBackendOptions,
     RunOptions,
     SeedOptions,
     SkipInvalidOptions,
@@ -240,7 +241,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
 
 
 @dataclass
-class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
+class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions, RolloutBackendOptions):
     """Sample responses for a file of prompts."""
 
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling",
@@ -287,6 +288,10 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
         if self.n < 1:
             raise ConfigError("--n must be at least 1")
         self._check_sampling()
+        self.check_rollout_backend()
+        if self.rollout_backend != "hf" and self.strategy == "beam":
+            raise ConfigError(f"--strategy beam runs on our own sampler only: use --rollout-backend hf "
+                              f"(not {self.rollout_backend})")
 
     def _check_sampling(self):
         """The sampler's own checks, made here so that they fail before the model loads."""

@@ -1,0 +1,158 @@
+"""`rlhfkit serve` and the rollout backends, end to end over real HTTP on 127.0.0.1 (a free port):
+the openai backend against our own server gives the local sampler's outputs at temperature 0,
+chat log-probs equal the local model's, the judge, eval sample and RL run through it, and bad
+requests get OpenAI-style errors. The vLLM path needs a CUDA GPU and the vllm package (skipped
+here with that reason; its error message is tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+import threading
+
+import pytest
+import torch
+
+from rlhfkit.cli import main
+from rlhfkit.generation.serve import ServedModel, start
+from rlhfkit.models import load_policy
+
+PROMPTS = ["the movie was", "i loved it", "what a wonderful film . the cast is", "boring"]
+
+
+@pytest.fixture()
+def server(tiny_dir):
+    """`rlhfkit serve TINY` in this process on a free port: (base URL, the ServedModel)."""
+    served = ServedModel(tiny_dir, device="cpu", precision="fp32")
+    httpd = start(served, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("chat", ["no", "yes"])
+def test_generate_through_serve_equals_the_local_sampler_at_temperature_0(server, tiny_dir, tmp_path, chat):
+    url, _ = server
+    prompts = _prompt_file(tmp_path)
+    common = ["generate", "--model", tiny_dir, "--prompts", str(prompts), "--strategy", "greedy", "--chat", chat,
+              "--max-new-tokens", "6", "--precision", "fp32", "--device", "cpu"]
+    assert main([*common, "--output", str(tmp_path / "local.jsonl")]) == 0
+    assert main([*common, "--output", str(tmp_path / "served.jsonl"), "--rollout-backend", "openai",
+                 "--base-url", url]) == 0
+    local, served = _rows(tmp_path / "local.jsonl"), _rows(tmp_path / "served.jsonl")
+    assert [r["prompt"] for r in served] == PROMPTS
+    assert [r["response"] for r in served] == [r["response"] for r in local]
+    assert [r["tokens"] for r in served] == [r["tokens"] for r in local]
+    assert [r["finished"] for r in served] == [r["finished"] for r in local]
+    # greedy: the local sampler's log-probs are the model's own (temperature 1), as the server's
+    assert [r["logprob"] for r in served] == pytest.approx([r["logprob"] for r in local], abs=1e-4)
+
+
+def test_chat_logprobs_equal_the_local_models(server, tiny_dir):
+    url, _ = server
+    messages = [{"role": "user", "content": "the movie was good"}]
+    status, reply = post(f"{url}/chat/completions", {"messages": messages, "max_tokens": 5, "temperature": 0,
+                                                      "logprobs": True, "top_logprobs": 3})
+    assert status == 200 and reply["object"] == "chat.completion"
+    content = reply["choices"][0]["logprobs"]["content"]
+    model, tok = load_policy(tiny_dir)
+    ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+              add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        for step in content:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], dim=-1)  # (V,)
+            token = int(logp.argmax())  # temperature 0: the argmax
+            assert step["token"] == tok.decode([token])
+            assert step["logprob"] == pytest.approx(float(logp[token]), abs=1e-4)
+            top = torch.topk(logp, 3)
+            assert [t["logprob"] for t in step["top_logprobs"]] == pytest.approx(top.values.tolist(), abs=1e-4)
+            assert [t["token"] for t in step["top_logprobs"]] == [tok.decode([i]) for i in top.indices.tolist()]
+            ids.append(token)
+    text = tok.decode(ids[-len(content):], skip_special_tokens=True)
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": text}
+    assert reply["usage"]["completion_tokens"] == len(content)
+
+
+def test_completions_take_token_ids_seeds_n_and_stop(server, tiny_dir):
+    url, served = server
+    ids = served.tokenizer("i loved it", add_special_tokens=True)["input_ids"]
+    greedy = {"max_tokens": 6, "temperature": 0, "logprobs": 0}
+    _, by_text = post(f"{url}/completions", {"prompt": "i loved it", **greedy})
+    _, by_ids = post(f"{url}/completions", {"prompt": ids, **greedy, "return_tokens_as_token_ids": True})
+    assert by_ids["choices"][0]["text"] == by_text["choices"][0]["text"]
+    assert by_ids["choices"][0]["logprobs"]["token_logprobs"] == by_text["choices"][0]["logprobs"]["token_logprobs"]
+    assert all(t.startswith("token_id:") for t in by_ids["choices"][0]["logprobs"]["tokens"])
+    sampled = {"prompt": ["the movie was", ids], "max_tokens": 5, "temperature": 1.0, "n": 3, "seed": 7}
+    first, again = post(f"{url}/completions", sampled)[1], post(f"{url}/completions", sampled)[1]
+    assert len(first["choices"]) == 6 and [c["index"] for c in first["choices"]] == list(range(6))
+    assert [c["text"] for c in first["choices"]] == [c["text"] for c in again["choices"]]  # same seed, same text
+    # a stop string cuts the text before it; the finish reason says so
+    text = by_text["choices"][0]["text"]
+    stop = text.split()[1]
+    _, stopped = post(f"{url}/completions", {"prompt": "i loved it", **greedy, "stop": [stop]})
+    assert stopped["choices"][0]["text"] == text[: text.index(stop)]
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    status, models = 200, json.loads(urllib.request.urlopen(f"{url}/models", timeout=30).read())
+    assert models["data"][0]["id"] == tiny_dir
+
+
+@pytest.mark.parametrize("path, body, status, param, message", [
+    ("completions", {"prompt": "x", "temperature": -1}, 400, "temperature", "'temperature' must be in [0.0, 2.0]"),
+    ("completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens", "'max_tokens' must be >= 1"),
+    ("completions", {"prompt": "x", "max_tokens": 10_000}, 400, "max_tokens", "this server allows at most 512"),
+    ("completions", {"prompt": 3}, 400, "prompt", "'prompt' must be a string"),
+    ("completions", {"prompt": [10**9]}, 400, "prompt", "outside the vocabulary"),
+    ("completions", {"prompt": "x", "n": 0}, 400, "n", "'n' must be in [1, 64]"),
+    ("completions", {"prompt": "x", "stream": True}, 400, "stream", "'stream' is not supported"),
+    ("completions", {"prompt": "x", "logprobs": 50}, 400, "logprobs", "'logprobs' must be in [0, 20]"),
+    ("completions", {"model": "gpt-4", "prompt": "x"}, 404, "model", "model 'gpt-4' is not served here"),
+    ("chat/completions", {"messages": []}, 400, "messages", "'messages' must be a non-empty list"),
+    ("chat/completions", {"messages": [{"role": "user"}]}, 400, "messages", "messages[0] must have"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400, "top_logprobs",
+     "'top_logprobs' needs 'logprobs': true"),
+    ("load_weights", {"path": "/no/such/folder"}, 400, "path", "does not exist"),
+    ("embeddings", {"input": "x"}, 404, None, "POST /v1/embeddings is not an endpoint here"),
+])
+def test_bad_requests_get_openai_style_errors(server, path, body, status, param, message):
+    url, _ = server
+    got, reply = post(f"{url}/{path}", body)
+    assert got == status
+    error = reply["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert message in error["message"]
+
+
+def test_a_body_that_is_not_json_is_a_400(server):
+    url, _ = server
+    request = urllib.request.Request(f"{url}/completions", data=b"{not json", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["error"]["message"] == "the request body is not valid JSON"
