@@ -156,3 +156,64 @@ def test_a_body_that_is_not_json_is_a_400(server):
         urllib.request.urlopen(request, timeout=30)
     assert err.value.code == 400
     assert json.loads(err.value.read())["error"]["message"] == "the request body is not valid JSON"
+
+
+def _rl_args(tiny_dir: str, url: str, out: Path, *extra: str) -> list[str]:
+    return ["rl", "--policy", tiny_dir, "--algo", "grpo", "--steps", "2", "--batch-size", "4", "--mini-batch-size", "4",
+            "--max-new-tokens", "4", "--eval-prompts", "0", "--reward", "length", "--learning-rate", "0.05",
+            "--rollout-backend", "openai", "--base-url", url, "--output-dir", str(out), "--run-name", "rl",
+            "--precision", "fp32", "--device", "cpu", *extra]
+
+
+def test_rl_two_steps_through_serve_pushes_each_update_to_the_server(server, tiny_dir, tmp_path):
+    url, served = server
+    assert main(_rl_args(tiny_dir, url, tmp_path)) == 0
+    steps = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if s.get("stage") == "rl"]
+    assert len(steps) == 2
+    for s in steps:
+        # the server's log-probs are the same model's in float32: ratios ~1, none capped
+        assert s["rollout/importance_ratio_mean"] == pytest.approx(1.0, abs=1e-3)
+        assert s["rollout/importance_capped_fraction"] == 0.0
+        assert s["rollout/importance_abs_logprob_diff_max"] < 1e-3
+        assert s["time/weight_sync"] > 0
+    # after the last update the server holds the trained policy, which is no longer the base
+    final, _ = load_policy(str(tmp_path / "rl" / "checkpoints" / "final"))
+    base, _ = load_policy(tiny_dir)
+    ids = torch.tensor([[5, 9, 13, 21, 8]])
+    with torch.no_grad():
+        served_logits, final_logits = served.model(input_ids=ids).logits, final(input_ids=ids).logits
+        assert torch.allclose(served_logits, final_logits, atol=1e-5)
+        assert not torch.allclose(final_logits, base(input_ids=ids).logits, atol=1e-3)
+
+
+class _NoReload(BaseHTTPRequestHandler):
+    """A third-party server that answers completions but has no /v1/load_weights."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"error": {"message": "Not Found", "type": "invalid_request_error", "param": None,
+                                     "code": None}}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rl_against_a_server_that_cannot_reload_weights_says_so(tiny_dir, tmp_path, capsys):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NoReload)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        assert main(_rl_args(tiny_dir, url, tmp_path)) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rlhfkit: error: the server at http://127.0.0.1:")
+    assert "cannot reload weights (POST /v1/load_weights" in err[-1]
+    assert "rlhfkit serve" in err[-1]

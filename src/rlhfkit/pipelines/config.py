@@ -163,13 +163,16 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 
 
 @dataclass
-class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions):
+class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions,
+                  RolloutBackendOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
     help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
+        "backend_model": "the model name sent to the server: --policy; token ids go as the prompt and come back "
+        "with their log-probs, and the policy's weights are pushed to POST /v1/load_weights after each update",
     }
     limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0"}
 
@@ -179,6 +182,13 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_rollout_backend()
+        if self.rollout_backend != "hf" and self.algo == "nlpo":
+            raise ConfigError("--algo nlpo masks each sampling step with its masking policy: it needs "
+                              f"--rollout-backend hf (not {self.rollout_backend})")
 
 
 # compare's --ppo-epochs is for the algorithms that reuse each batch; the others keep their one pass
