@@ -217,3 +217,126 @@ def test_rl_against_a_server_that_cannot_reload_weights_says_so(tiny_dir, tmp_pa
     assert err[-1].startswith("rlhfkit: error: the server at http://127.0.0.1:")
     assert "cannot reload weights (POST /v1/load_weights" in err[-1]
     assert "rlhfkit serve" in err[-1]
+
+
+def _label_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture()
+def digit_dir(tmp_path) -> str:
+    """A tiny random Llama over a 14-token vocabulary that holds the judge's choices "1" and "2":
+    the server's top-20 log-probs then list every token, so the HTTP judge reads the same exact
+    choice log-probs as the local one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.models.tiny import SPECIAL, tiny_causal_lm
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.train_from_iterator(["1 2 = : the movie was good bad"], trainer=trainers.WordLevelTrainer(special_tokens=SPECIAL))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>")
+    path = tmp_path / "digits"
+    tiny_causal_lm("llama", vocab_size=len(fast), seed=3).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+def test_label_with_serve_as_the_http_judge_agrees_with_the_local_judge(digit_dir, tmp_path):
+    served = ServedModel(digit_dir, device="cpu", precision="fp32")
+    httpd = start(served)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    pairs = Path(__file__).resolve().parents[1] / "examples" / "prefs.jsonl"
+    # one order only: the soft label is the judge's own P("1") vs P("2"), not averaged towards ½
+    common = ["label", "--pairs", str(pairs), "--limit", "3", "--cache", "off", "--debias", "none", "--precision", "fp32",
+              "--device", "cpu"]
+    try:
+        assert main([*common, "--judge", url, "--output", str(tmp_path / "http.jsonl")]) == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # the HTTP judge sends request + ending as one plain text: the local judge without chat template
+    assert main([*common, "--judge", digit_dir, "--chat", "no", "--output", str(tmp_path / "local.jsonl")]) == 0
+    http, local = _label_rows(tmp_path / "http.jsonl"), _label_rows(tmp_path / "local.jsonl")
+    assert len(http) == len(local) == 3
+    assert [r["label"] for r in http] == pytest.approx([r["label"] for r in local], abs=1e-4)
+    assert all(abs(r["label"] - 0.5) > 1e-3 for r in local)  # real preferences, not the 0.5 of unknown choices
+
+
+def test_eval_sample_through_serve(server, tiny_dir, tmp_path):
+    url, served = server
+    args = ["eval", "sample", "--policies", f"served={tiny_dir},best=best_of_n:{tiny_dir}:2:length", "--n-prompts", "3",
+            "--max-new-tokens", "4", "--output-dir", str(tmp_path), "--rollout-backend", "openai", "--base-url", url,
+            "--device", "cpu"]
+    assert main(args) == 0
+    for name in ("served", "best"):
+        rows = [json.loads(line) for line in (tmp_path / "eval" / "samples" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and all(isinstance(r["response"], str) for r in rows) and all("gold" in r for r in rows)
+    meta = json.loads((tmp_path / "eval" / "samples" / "served.meta.json").read_text())
+    assert meta["rollout_backend"] == "openai" and meta["base_url"] == url
+    # the same settings again: the samples are reused, the server is not asked
+    served.model = None  # a request would now fail
+    assert main(args) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
+                    reason="the vLLM backend needs the vllm package and a CUDA GPU (neither is lent to this machine)")
+def test_vllm_generate_equals_the_local_sampler_at_temperature_0(tiny_dir, tmp_path):
+    prompts = _prompt_file(tmp_path)
+    common = ["generate", "--model", tiny_dir, "--prompts", str(prompts), "--strategy", "greedy", "--chat", "no",
+              "--max-new-tokens", "6", "--precision", "fp32"]
+    assert main([*common, "--output", str(tmp_path / "local.jsonl")]) == 0
+    assert main([*common, "--output", str(tmp_path / "vllm.jsonl"), "--rollout-backend", "vllm"]) == 0
+    assert [r["response"] for r in _rows(tmp_path / "vllm.jsonl")] == [r["response"] for r in _rows(tmp_path / "local.jsonl")]
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_one_clear_error(tiny_dir, tmp_path, capsys):
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vllm and a GPU are here: the backend runs (tested above)")
+    code = main(["generate", "--model", tiny_dir, "--prompts", str(_prompt_file(tmp_path)), "--rollout-backend", "vllm",
+                 "--output", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    expected = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "needs a CUDA GPU"
+    assert err[0].startswith("rlhfkit: error: --rollout-backend vllm") and expected in err[0]
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--rollout-backend", "openai"], "--rollout-backend openai needs --base-url http://HOST:PORT/v1"),
+    (["--base-url", "http://127.0.0.1:1/v1"], "--base-url is for --rollout-backend openai (the backend is hf)"),
+    (["--rollout-backend", "openai", "--base-url", "http://127.0.0.1:1/v1", "--strategy", "beam"],
+     "--strategy beam runs on our own sampler only"),
+])
+def test_backend_options_are_checked_before_anything_loads(tiny_dir, tmp_path, capsys, extra, message):
+    code = main(["generate", "--model", tiny_dir, "--prompts", str(_prompt_file(tmp_path)), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"rlhfkit: error: {message}")
+
+
+def test_a_server_that_is_down_is_one_error_line(tiny_dir, tmp_path, capsys):
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    code = main(["generate", "--model", tiny_dir, "--prompts", str(_prompt_file(tmp_path)), "--chat", "no",
+                 "--rollout-backend", "openai", "--base-url", url, "--output", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"rlhfkit: error: {url}/completions: no answer after 3 attempts")
+
+
+def test_serve_on_a_port_in_use_is_one_error_line(tiny_dir, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", tiny_dir, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rlhfkit: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
