@@ -558,8 +558,7 @@ class RolloutBackendOptions:
 
     help_group: ClassVar[str] = "rollout backend"
     help_terms: ClassVar[dict[str, str]] = {"backend_model": "the model name sent to the server: --model"}
-    limits: ClassVar[dict[str, str]] = {"request_timeout": "> 0", "importance_cap": ">= 0",
-                                        "vllm_gpu_memory_utilization": "(0, 1]"}
+    limits: ClassVar[dict[str, str]] = {"request_timeout": "> 0", "vllm_gpu_memory_utilization": "(0, 1]"}
 
     rollout_backend: Literal["hf", "openai", "vllm"] = "hf"
     """hf: the project's sampler in this process; openai: POST to --base-url ({backend_model}; prompts go to /v1/chat/completions unless the chat template is off, then to /v1/completions); vllm: a vLLM engine in this process (needs the vllm package and a CUDA GPU)"""
@@ -567,8 +566,6 @@ class RolloutBackendOptions:
     """openai backend: the server's API root, e.g. http://127.0.0.1:8000/v1 (`rlhfkit serve`, `vllm serve`)"""
     request_timeout: float = 300.0
     """openai backend: seconds to wait for one reply"""
-    importance_cap: float = 2.0
-    """RL with openai/vllm: cap C of the per-token importance weight min(exp(log π_old − log π_sampler), C) multiplied into the policy loss (TRL's vLLM correction; 0: no correction)"""
     vllm_gpu_memory_utilization: float = 0.3
     """vllm backend: share of the GPU's memory the colocated engine may take (the trainer needs the rest)"""
 

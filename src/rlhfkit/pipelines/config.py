@@ -174,7 +174,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
         "backend_model": "the model name sent to the server: --policy; token ids go as the prompt and come back "
         "with their log-probs, and the policy's weights are pushed to POST /v1/load_weights after each update",
     }
-    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0"}
+    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0", "importance_cap": ">= 0"}
 
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
@@ -182,6 +182,8 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
+    importance_cap: float = 2.0
+    """--rollout-backend openai/vllm: cap C of the per-token importance weight min(exp(log π_old − log π_sampler), C) multiplied into the policy loss (TRL's correction for vLLM rollouts; 0: none)"""
 
     def __post_init__(self):
         super().__post_init__()
