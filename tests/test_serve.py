@@ -340,3 +340,44 @@ def test_serve_on_a_port_in_use_is_one_error_line(tiny_dir, capsys):
         assert main(["serve", tiny_dir, "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"rlhfkit: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_openai_rollout_carries_the_served_models_tokens_and_logprobs(tiny_dir, tiny_tok, tmp_path):
+    """RL's path: token ids out, sampled ids and log-probs back. The server here holds another model
+    than the trainer's: the rollout's log-probs are the served model's, which the importance weights
+    then compare with the trainer's own."""
+    from rlhfkit.algorithms.importance import truncated_importance_weights
+    from rlhfkit.generation.backends import OpenAIBackend
+    from rlhfkit.generation.sampling import SamplingParams
+    from rlhfkit.models.forward import response_forward
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    other = tmp_path / "other"
+    tiny_causal_lm("llama", vocab_size=len(tiny_tok), seed=5).save_pretrained(other)
+    tiny_tok.save_pretrained(other)
+    httpd = start(ServedModel(str(other), device="cpu", precision="fp32"))
+    try:
+        backend = OpenAIBackend(f"http://127.0.0.1:{httpd.server_address[1]}/v1", str(other))
+        params = SamplingParams(strategy="sample", max_new_tokens=6)
+        ro = backend.rollout(tiny_tok, PROMPTS, params, chat=False, seed=3)
+        again = backend.rollout(tiny_tok, PROMPTS, params, chat=False, seed=3)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert torch.equal(ro.response_ids, again.response_ids)  # the seed fixes the samples
+    assert ro.response_ids.shape[0] == len(PROMPTS) and ro.prompts == PROMPTS
+    lengths = ro.response_mask.sum(1).long()
+    for b in range(len(PROMPTS)):  # a finished row ends with its EOS, an unfinished one ran to the limit
+        if ro.finished[b]:
+            assert int(ro.response_ids[b, lengths[b] - 1]) == tiny_tok.eos_token_id
+        else:
+            assert int(lengths[b]) == 6
+    served_model, _ = load_policy(str(other))
+    trainer_model, _ = load_policy(tiny_dir)
+    with torch.no_grad():
+        served_lp = response_forward(served_model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+        trainer_lp = response_forward(trainer_model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+    assert torch.allclose(ro.logprobs, served_lp, atol=1e-4)
+    weights, stats = truncated_importance_weights(trainer_lp, ro.logprobs, ro.response_mask, cap=2.0)
+    assert stats["abs_logprob_diff_max"] > 0.1  # two different random models
+    assert float(weights.max()) <= 2.0 and bool((weights[ro.response_mask == 0] == 0).all())
