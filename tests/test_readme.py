@@ -14,10 +14,14 @@ after a command is that command's expected output: it must then exit 2 with that
 `feedback serve` runs in the background on a free port while the test labels every item through the
 JSON API with the tokens `feedback add-annotator` printed, as people would in the page; then the
 export lines run on those labels.
+
+`rlhfkit serve` lines start in the background before any chain runs, on a free port that replaces
+the README's in every line's `http://127.0.0.1:PORT/v1`, and stop (Ctrl+C) after the last line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -66,6 +70,7 @@ FAST: dict[str, list[str]] = {
               "--max-new-tokens", "3", "--precision", "fp32"],
     "eval sample": ["--policies", f"base={TINY},ppo=runs/quickstart,best_of_n:{TINY}:2:gold", "--n-prompts", "4",
                     "--max-new-tokens", "4"],
+    "serve": [TINY, "--precision", "fp32"],  # MODEL, the positional the README leaves to its default
 }
 # Lines whose flags differ from their command's FAST (they replace it).
 FAST_LINE: dict[str, list[str]] = {
@@ -76,6 +81,13 @@ FAST_LINE: dict[str, list[str]] = {
     "--judge ai --json":
         ["--judge", f"ai:{TINY}"],
     "rlhfkit label --mode rating --pairs gen.jsonl": ["--judge", TINY, "--limit", "4", "--cache", "off"],
+    # the judge is the README's `rlhfkit serve` (serving the tiny model), not a local model
+    "rlhfkit label --pairs examples/prefs.jsonl --limit 8 --judge http://127.0.0.1:8000/v1 --output served_labels.jsonl":
+        ["--limit", "4", "--cache", "off"],
+    # the one policy the server serves: the tiny model, named as `rlhfkit serve` was given it
+    "rlhfkit eval sample --policies served=smollm2-135m-instruct --rollout-backend openai "
+    "--base-url http://127.0.0.1:8000/v1 --run-name eval-served":
+        ["--policies", f"served={TINY}", "--n-prompts", "4", "--max-new-tokens", "4"],
 }
 SKIP: dict[str, str] = {
     "make demo": "the full demo (minutes); the quickstart lines below run its command on a tiny model",
@@ -203,6 +215,40 @@ def _serve_and_label(argv: list[str], cwd: Path, env: dict, tokens: list[str]) -
             server.wait()
 
 
+@contextlib.contextmanager
+def _model_servers(commands: list[Command], cwd: Path, env: dict, tiny: Path):
+    """Start each `rlhfkit serve` line in the background on a free port (its MODEL the tiny model);
+    yield {the README's base URL: the real one}; Ctrl+C each at the end."""
+    servers, urls = [], {}
+    try:
+        for command in commands:
+            argv = shlex.split(command.line) + [a.replace(TINY, str(tiny)) for a in FAST["serve"]]
+            readme_port = argv[argv.index("--port") + 1]
+            port = _free_port()
+            argv[argv.index("--port") + 1] = str(port)
+            servers.append(subprocess.Popen([sys.executable, "-m", "rlhfkit", *argv[1:]], cwd=cwd, env=env,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            urls[f"http://127.0.0.1:{readme_port}/v1"] = f"http://127.0.0.1:{port}/v1"
+            deadline = time.monotonic() + 60
+            while True:
+                assert servers[-1].poll() is None, f"`{command.line}` exited: {servers[-1].stdout.read()}"
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, f"`{command.line}` did not answer within 60 s"
+                    time.sleep(0.2)
+        yield urls
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
 @pytest.fixture(scope="module")
 def readme_text() -> str:
     return README.read_text()
@@ -252,12 +298,14 @@ def test_every_command_but_report_reads_a_config_file():
 CHAIN_0 = {"quickstart", "rl", "compare", "eval", "report"}
 
 
-def _run_chain(commands: list[Command], work: Path, env: dict, tiny: Path, times: list) -> None:
+def _run_chain(commands: list[Command], work: Path, env: dict, tiny: Path, times: list, urls: dict) -> None:
     tokens: list[str] = []
     for command in commands:
         argv = shlex.split(command.line)
         extra = FAST_LINE.get(command.line, FAST.get(_subcommand(argv), []))
         argv += [arg.replace(TINY, str(tiny)) for arg in extra]
+        for readme_url, url in urls.items():  # the README's `rlhfkit serve` port -> the free one it runs on
+            argv = [arg.replace(readme_url, url) for arg in argv]
         start = time.perf_counter()
         if argv[1:3] == ["feedback", "serve"]:
             _serve_and_label(argv, work, env, tokens)
@@ -288,11 +336,13 @@ def test_the_readme_commands_run(tmp_path, readme_text):
     env = {**os.environ, "RLHFKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     run = [c for c in readme_commands(readme_text) if c.line not in SKIP]
-    chains = [[c for c in run if c.line.split()[1] in CHAIN_0], [c for c in run if c.line.split()[1] not in CHAIN_0]]
+    serve = [c for c in run if c.line.split()[1] == "serve"]
+    rest = [c for c in run if c not in serve]
+    chains = [[c for c in rest if c.line.split()[1] in CHAIN_0], [c for c in rest if c.line.split()[1] not in CHAIN_0]]
     times: list[tuple[float, str]] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(_run_chain, chain, work, env, tiny, times) for chain in chains]:
+    with _model_servers(serve, work, env, tiny) as urls, ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(_run_chain, chain, work, env, tiny, times, urls) for chain in chains]:
             future.result()
-    assert len(times) == len(run) >= 30
+    assert len(times) + len(serve) == len(run) >= 30
     print("\nslowest README lines (s):", *(f"{t:6.1f}  {line}" for t, line in sorted(times, reverse=True)[:8]),
           sep="\n")

@@ -549,3 +549,30 @@ class AdamWOptions(OptimizerOptions):
 
     weight_decay: float = 0.0
     """AdamW weight decay"""
+
+
+@dataclass
+class RolloutBackendOptions:
+    """Where responses are sampled: our own sampler (hf), any OpenAI-compatible server (openai:
+    `rlhfkit serve`, vLLM, llama.cpp), or a colocated vLLM engine (vllm, GPU only)."""
+
+    help_group: ClassVar[str] = "rollout backend"
+    help_terms: ClassVar[dict[str, str]] = {"backend_model": "the model name sent to the server: --model"}
+    limits: ClassVar[dict[str, str]] = {"request_timeout": "> 0", "vllm_gpu_memory_utilization": "(0, 1]"}
+
+    rollout_backend: Literal["hf", "openai", "vllm"] = "hf"
+    """hf: the project's sampler in this process; openai: POST to --base-url ({backend_model}; prompts go to /v1/chat/completions unless the chat template is off, then to /v1/completions); vllm: a vLLM engine in this process (needs the vllm package and a CUDA GPU)"""
+    base_url: str = ""
+    """openai backend: the server's API root, e.g. http://127.0.0.1:8000/v1 (`rlhfkit serve`, `vllm serve`)"""
+    request_timeout: float = 300.0
+    """openai backend: seconds to wait for one reply"""
+    vllm_gpu_memory_utilization: float = 0.3
+    """vllm backend: share of the GPU's memory the colocated engine may take (the trainer needs the rest)"""
+
+    def check_rollout_backend(self) -> None:
+        """The backend's own checks, made before any model loads."""
+        if self.rollout_backend == "openai" and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError("--rollout-backend openai needs --base-url http://HOST:PORT/v1 (e.g. of `rlhfkit serve`), "
+                              f"got {self.base_url!r}")
+        if self.base_url and self.rollout_backend != "openai":
+            raise ConfigError(f"--base-url is for --rollout-backend openai (the backend is {self.rollout_backend})")

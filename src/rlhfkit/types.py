@@ -168,6 +168,9 @@ class ScoredRollout:
     kl_coef:           the KL coefficient β this iteration uses (in the rewards or in the loss)
     token_rewards:     (B, T) −kl_coef·kl per token when the KL is in the reward, plus the score
                        on the last real token
+    importance_weights: (B, T) min(exp(old_logprobs − the sampler's log-probs), C) when another
+                       engine sampled (vLLM, an OpenAI-compatible server), multiplied into the
+                       per-token policy loss; None when our own sampler did
     """
 
     rollout: Rollout
@@ -182,6 +185,7 @@ class ScoredRollout:
     kl: "torch.Tensor"
     kl_coef: float
     token_rewards: "torch.Tensor"
+    importance_weights: "torch.Tensor | None" = None
 
     @property
     def mask(self) -> "torch.Tensor":

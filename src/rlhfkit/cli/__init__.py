@@ -21,6 +21,7 @@ from rlhfkit.config import (
 from rlhfkit.data.config import ValidateConfig
 from rlhfkit.data.loaders import load_records
 from rlhfkit.data.schemas import DataError
+from rlhfkit.generation.openai_client import EndpointError
 from rlhfkit.pipelines.config import GenerationConfig, QuickstartConfig
 
 # Rooms that define their own commands (kept import-light: argparse only at module level).
@@ -35,6 +36,7 @@ COMMAND_MODULES = [
     "rlhfkit.cli.overopt",  # overopt fit|run
     "rlhfkit.cli.tasks",  # tasks
     "rlhfkit.cli.bench",  # bench
+    "rlhfkit.cli.serve",  # serve
 ]
 
 
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         # FileNotFoundError covers ModelNotFoundError (a model name or path that resolves to nothing)
         print(f"rlhfkit: error: {err}", file=sys.stderr)
         return 2
+    except EndpointError as err:
+        # an OpenAI-compatible server (--rollout-backend openai) that is down or refused a request
+        print(f"rlhfkit: error: {err}", file=sys.stderr)
+        return 1
     except FloatingPointError as err:
         # trainers.common.NonFiniteError: a NaN/inf reward, loss or gradient stopped training
         # before the weights were touched (not imported here: it would pull in torch)

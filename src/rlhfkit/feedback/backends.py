@@ -5,7 +5,8 @@
 - `HTTPJudge`: any OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, ...), either
   `/v1/completions` with `logprobs` or `/v1/chat/completions` with `logprobs`/`top_logprobs`;
   per-request timeout, retries with exponential back-off on timeouts, connection errors, 429 and
-  5xx, and at most `concurrency` requests in flight.
+  5xx (the project's `OpenAIClient`, which the openai rollout backend uses too), and at most
+  `concurrency` requests in flight.
 - `CachedJudge`: wraps either with an on-disk SQLite cache of judgements, keyed by the backend's
   identity and the exact request, so a re-run (or a run that died half way) costs nothing twice.
 
@@ -21,7 +22,6 @@ import json
 import math
 import sqlite3
 import threading
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +30,7 @@ from typing import Protocol, Sequence
 
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.feedback.judge import JudgePrompt
+from rlhfkit.generation.openai_client import EndpointError, OpenAIClient
 from rlhfkit.generation.sampling import SamplingParams, decode_responses, sample
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import autocast_context, eos_token_ids, resolve_policy_path
@@ -247,59 +248,31 @@ class HTTPJudge:
     def __init__(self, base_url: str, model: str = "", api: str = "completions", api_key: str | None = None,
                  timeout: float = 60.0, retries: int = 3, concurrency: int = 4, top_logprobs: int = 20,
                  backoff: float = 0.5):
-        import httpx
-
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
-        self.base_url = base_url.rstrip("/")
         self.model = model
         self.api = api
-        self.timeout = timeout
-        self.retries = retries
-        self.concurrency = max(1, concurrency)
+        self.concurrency = max(1, concurrency)  # requests in flight: the thread pools below
         self.top_logprobs = top_logprobs
-        self.backoff = backoff
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers,
-                                    limits=httpx.Limits(max_connections=self.concurrency))
+        # the project's one OpenAI client (generation/openai_client.py): timeout, retries, back-off
+        self._client = OpenAIClient(base_url, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff)
+        self.base_url = self._client.base_url
         self.identity = f"http:{self.base_url}:{model}:{api}:top{top_logprobs}"  # the cache key
         self.description = f"{self.base_url} ({api} API, model {model or '(server default)'})"
-        self.requests_sent = 0
-        self._lock = threading.Lock()
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent, retries included."""
+        return self._client.requests_sent
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each request opens its own connection."""
 
     def _post(self, path: str, payload: dict) -> dict:
-        import httpx
-
-        url = f"{self.base_url}/{path}"
-        last = ""
-        for attempt in range(self.retries + 1):
-            wait = min(self.backoff * 2**attempt, 10.0)
-            with self._lock:
-                self.requests_sent += 1
-            try:
-                response = self._client.post(url, json=payload)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g}s"
-            except httpx.TransportError as err:
-                last = f"{type(err).__name__}: {err}"
-            else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise JudgeError(f"{url}: the reply is not JSON: {response.text[:200]!r}") from None
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in (408, 409, 425, 429) and response.status_code < 500:
-                    raise JudgeError(f"{url}: {last}")
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    wait = min(float(retry_after), 30.0)
-            if attempt < self.retries:
-                time.sleep(wait)
-        raise JudgeError(f"{url}: no answer after {self.retries + 1} attempts (last: {last})")
+        try:
+            return self._client.request(path, payload)
+        except EndpointError as err:
+            raise JudgeError(str(err)) from None
 
     def _top(self, prompt: JudgePrompt, extra: str = "") -> dict[str, float]:
         """The judge's top next-token log-probs after `prompt` (+ `extra` already generated)."""

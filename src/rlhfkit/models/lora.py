@@ -70,3 +70,36 @@ def reference_forward(policy: nn.Module, reference: nn.Module | None):
         raise ValueError("no reference model: pass one, or use a LoRA policy (its base is the reference)")
     with policy.disable_adapter(), torch.no_grad():
         yield policy
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `model` as a plain model of its base class would hold them: for a LoRA peft
+    model, each adapted weight W + (α/r)·B·A (peft's `get_delta_weight`, the active adapter),
+    computed beside the weights rather than by merging in place (merge + unmerge would leave the
+    base, i.e. the reference, off by rounding). Tensors are detached; unadapted ones are shared."""
+    if not is_lora(model):
+        return {name: value.detach() for name, value in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and module.active_adapters:
+            with torch.no_grad():
+                deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in module.active_adapters
+                                               if a in module.lora_A)
+    merged = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        clean = key.replace(".base_layer.", ".")
+        merged[clean] = (value + deltas[clean].to(value.dtype)).detach() if clean in deltas else value.detach()
+    return merged
+
+
+def save_merged(model: nn.Module, tokenizer, path) -> None:
+    """Save `model` (LoRA merged in, `merged_state_dict`) and its tokenizer as a plain HF model
+    folder that `load_policy` and other engines read."""
+    base = model.get_base_model() if is_lora(model) else model
+    base.save_pretrained(path, state_dict=merged_state_dict(model))
+    tokenizer.save_pretrained(path)

@@ -22,6 +22,7 @@ from rlhfkit.config import (
     ModelOptions,
     OptimizerOptions,
     ResumeOptions,
+    RolloutBackendOptions,
     RunOptions,
     SeedOptions,
     SkipInvalidOptions,
@@ -162,15 +163,18 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 
 
 @dataclass
-class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions):
+class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions,
+                  RolloutBackendOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
     help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
+        "backend_model": "the model name sent to the server: --policy; token ids go as the prompt and come back "
+        "with their log-probs, and the policy's weights are pushed to POST /v1/load_weights after each update",
     }
-    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0"}
+    limits: ClassVar[dict[str, str]] = {"eval_prompts": ">= 0", "importance_cap": ">= 0"}
 
     prompts: str = ""
     """a prompt file (JSONL/CSV/Parquet/saved dataset, column 'prompt') instead of the task's prompts"""
@@ -178,6 +182,15 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
+    importance_cap: float = 2.0
+    """--rollout-backend openai/vllm: cap C of the per-token importance weight min(exp(log π_old − log π_sampler), C) multiplied into the policy loss (TRL's correction for vLLM rollouts; 0: none)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_rollout_backend()
+        if self.rollout_backend != "hf" and self.algo == "nlpo":
+            raise ConfigError("--algo nlpo masks each sampling step with its masking policy: it needs "
+                              f"--rollout-backend hf (not {self.rollout_backend})")
 
 
 # compare's --ppo-epochs is for the algorithms that reuse each batch; the others keep their one pass
@@ -240,7 +253,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
 
 
 @dataclass
-class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions):
+class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOptions, SeedOptions, RolloutBackendOptions):
     """Sample responses for a file of prompts."""
 
     help_terms: ClassVar[dict[str, str]] = {"model_role": "model to sample from", "seeded": "sampling",
@@ -287,6 +300,10 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
         if self.n < 1:
             raise ConfigError("--n must be at least 1")
         self._check_sampling()
+        self.check_rollout_backend()
+        if self.rollout_backend != "hf" and self.strategy == "beam":
+            raise ConfigError(f"--strategy beam runs on our own sampler only: use --rollout-backend hf "
+                              f"(not {self.rollout_backend})")
 
     def _check_sampling(self):
         """The sampler's own checks, made here so that they fail before the model loads."""

@@ -30,15 +30,17 @@ from rlhfkit.evaluation.report import write_report
 from rlhfkit.evaluation.stats import mean_ci
 from rlhfkit.evaluation.text_metrics import diversity, lexical
 from rlhfkit.evaluation.winrate import pair_by_prompt, win_rate
-from rlhfkit.generation.sampling import SamplingParams, best_of_n, generate_batched
+from rlhfkit.generation.backends import HFBackend, make_backend
+from rlhfkit.generation.sampling import SamplingParams
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
-from rlhfkit.models.loading import autocast_context, cache_dir
+from rlhfkit.models.loading import autocast_context, cache_dir, load_tokenizer
 from rlhfkit.pipelines.eval_config import (
     EvalSampleConfig,
     LeaderboardConfig,
     MetricsConfig,
     WinrateConfig,
 )
+from rlhfkit.pipelines.generate import keep_best
 from rlhfkit.pipelines.run_dir import RunDir, write_json_atomic
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
@@ -133,25 +135,37 @@ def _policy_path(spec: str) -> str:
     return str(final) if final.is_dir() else spec
 
 
-def _sample_policy(cfg: EvalSampleConfig, spec: str, prompts: list[str], chat, device, dtype) -> list[str]:
+def _sampler(cfg: EvalSampleConfig, spec: str, device, dtype):
+    """The rollout backend that samples policy `spec`: hf loads it here; openai asks --base-url for
+    the model named `spec`; vllm loads it into a colocated engine."""
     import torch
 
+    if cfg.rollout_backend == "hf":
+        model, tokenizer = load_policy(_policy_path(spec), device=device)
+        return HFBackend(model, tokenizer, dtype, torch.Generator(device=device).manual_seed(cfg.seed))
+    tokenizer = load_tokenizer(_policy_path(spec)) if cfg.rollout_backend == "vllm" else None
+    name = _policy_path(spec) if cfg.rollout_backend == "vllm" else spec
+    return make_backend(cfg, name, tokenizer=tokenizer, device=device, seed=cfg.seed)
+
+
+def _sample_policy(cfg: EvalSampleConfig, spec: str, prompts: list[str], chat, device, dtype) -> list[str]:
+    """One response per prompt and sample; for best_of_n:POLICY:N:REWARD the best of N candidates."""
     params = SamplingParams(strategy="top_p" if cfg.top_p < 1 else "sample", temperature=cfg.temperature,
                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    kwargs = dict(chat=chat, compute_dtype=dtype, batch_size=cfg.batch_size,
-                  generator=torch.Generator(device=device).manual_seed(cfg.seed))
     expanded = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+    n, reward_fn, base, progress = 1, None, spec, f"sampling {spec}"
     if spec.startswith("best_of_n:"):
-        base, n, reward = split_best_of_n(spec)
-        if not n.isdigit() or int(n) < 1:
-            raise ConfigError(f"policy {spec!r}: N must be a positive whole number, got {n!r}")
-        model, tokenizer = load_policy(_policy_path(base), device=device)
+        base, n_text, reward = split_best_of_n(spec)
+        if not n_text.isdigit() or int(n_text) < 1:
+            raise ConfigError(f"policy {spec!r}: N must be a positive whole number, got {n_text!r}")
         reward_fn, _ = build_reward(reward, _task(cfg.task), device, named={"task": task_gold_scorer})
-        texts, _ = best_of_n(model, tokenizer, expanded, int(n), reward_fn, params, progress=f"best-of-{n}", **kwargs)
-        return texts
-    model, tokenizer = load_policy(_policy_path(spec), device=device)
-    rollouts = generate_batched(model, tokenizer, expanded, params, progress=f"sampling {spec}", **kwargs)
-    return [r for ro in rollouts for r in ro.responses]
+        n, progress = int(n_text), f"best-of-{n_text}"
+    backend = _sampler(cfg, base, device, dtype)
+    candidates = [p for p in expanded for _ in range(n)]
+    rows = backend.responses(candidates, params, chat, batch_size=cfg.batch_size, progress=progress, seed=cfg.seed)
+    if reward_fn is not None:
+        rows = keep_best(rows, n, reward_fn)  # the candidate the reward scores best (the first on ties)
+    return [r["response"] for r in rows]
 
 
 def _task(name: str):
@@ -192,6 +206,8 @@ def run_sample(cfg: EvalSampleConfig) -> dict:
     dtype = resolve_precision(cfg.precision, device)
     chat = {"yes": True, "no": False, "auto": task.chat if task is not None and not cfg.prompts else None}[cfg.chat]
     settings = {k: getattr(cfg, k) for k in ("samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed", "chat")}
+    if cfg.rollout_backend != "hf":  # samples from elsewhere are not those of the local sampler
+        settings.update(rollout_backend=cfg.rollout_backend, base_url=cfg.base_url)
     settings["prompts_sha256"] = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
     policies = {}
     for name, spec in named:

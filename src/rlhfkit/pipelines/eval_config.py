@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from rlhfkit.config import ConfigError
+from rlhfkit.config import ConfigError, RolloutBackendOptions
 
 JUDGE_HELP = ("who decides P(A ≻ B): gold (the task's scorer), vader, task:NAME, a saved reward-model folder, "
               "judge[:MODEL] (direct 1-10 ratings), a weighted mix 'A=1,B=0.5' (higher score wins), or "
@@ -52,8 +52,10 @@ class JudgeOptions:
 
 
 @dataclass
-class EvalSampleConfig:
+class EvalSampleConfig(RolloutBackendOptions):
     """`rlhfkit eval sample`: responses of several policies to the same prompts, cached in an eval run folder."""
+
+    help_terms: ClassVar[dict[str, str]] = {"backend_model": "each policy's SPEC is the model name sent to the server"}
 
     limits: ClassVar[dict[str, str]] = {"n_prompts": ">= 0", "samples_per_prompt": ">= 1", "max_new_tokens": ">= 1",
                                         "temperature": "> 0", "top_p": "(0, 1]", "batch_size": ">= 1"}
@@ -100,6 +102,7 @@ class EvalSampleConfig:
             raise ConfigError("--n-prompts must be >= 0; --samples-per-prompt, --max-new-tokens and --batch-size >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError("--temperature must be > 0 and --top-p in (0, 1]")
+        self.check_rollout_backend()
 
 
 @dataclass

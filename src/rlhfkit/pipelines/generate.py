@@ -8,12 +8,10 @@ import torch
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records, write_jsonl
-from rlhfkit.generation.sampling import (
-    SamplingParams,
-    best_of_n_kl_bound,
-    generate_batched,
-)
+from rlhfkit.generation.backends import HFBackend, make_backend
+from rlhfkit.generation.sampling import SamplingParams, best_of_n_kl_bound
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
+from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.pipelines.config import GenerationConfig
 from rlhfkit.rewards.python import PromptColumns
 from rlhfkit.rewards.spec import build_reward
@@ -40,18 +38,6 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str],
     return (prompts[:limit] if limit else prompts), columns, chat
 
 
-def response_rows(rollouts) -> list[dict]:
-    """One row per response: prompt, response, token count, summed log-prob (nats) and whether
-    it ended with EOS."""
-    rows: list[dict] = []
-    for ro in rollouts:
-        lengths = ro.response_mask.sum(1).long().tolist()
-        total_lp = (ro.logprobs * ro.response_mask).sum(1).tolist()
-        for prompt, response, n_tok, lp, fin in zip(ro.prompts, ro.responses, lengths, total_lp, ro.finished.tolist()):
-            rows.append({"prompt": prompt, "response": response, "tokens": n_tok, "logprob": lp, "finished": fin})
-    return rows
-
-
 def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
     """Best-of-n from `rows` (n consecutive candidates per prompt): the row the reward scores
     highest (the first on ties), with every candidate's reward and the KL bound."""
@@ -71,20 +57,23 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
     reward = None
     if cfg.policy == "best_of_n":
         reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer}, columns=columns)
-    model, tokenizer = load_policy(cfg.model, device=device)
     params = SamplingParams(
         strategy=cfg.strategy, temperature=cfg.temperature, top_k=cfg.top_k if cfg.strategy in ("top_k",) else 0,
         top_p=cfg.top_p if cfg.strategy == "top_p" else 1.0, num_beams=cfg.num_beams,
         length_penalty=cfg.length_penalty, max_new_tokens=cfg.max_new_tokens,
     )
-    kwargs = dict(chat={"auto": chat_default, "yes": True, "no": False}[cfg.chat], compute_dtype=dtype)
-    if params.strategy != "beam":
-        kwargs["generator"] = torch.Generator(device=device).manual_seed(cfg.seed)
+    chat = {"auto": chat_default, "yes": True, "no": False}[cfg.chat]
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    if cfg.rollout_backend == "hf":
+        model, tokenizer = load_policy(cfg.model, device=device)
+        backend = HFBackend(model, tokenizer, dtype, generator)
+    else:  # openai: the server holds the model; vllm: loads it itself (and needs the tokenizer here)
+        tokenizer = load_tokenizer(cfg.model) if cfg.rollout_backend == "vllm" else None
+        backend = make_backend(cfg, cfg.model, tokenizer=tokenizer, device=device, seed=cfg.seed)
     start = time.perf_counter()
     expanded = [p for p in prompts for _ in range(cfg.n)]
     progress = "best-of-n" if reward is not None else "generating"
-    rows = response_rows(generate_batched(model, tokenizer, expanded, params, batch_size=cfg.batch_size,
-                                          progress=progress, **kwargs))
+    rows = backend.responses(expanded, params, chat, batch_size=cfg.batch_size, progress=progress, seed=cfg.seed)
     if reward is not None:
         rows = keep_best(rows, cfg.n, reward)
         print(f"[rlhfkit] best-of-{cfg.n}: KL to the sampling policy ≤ log n − (n−1)/n = "

@@ -13,6 +13,7 @@ from rlhfkit.evaluation.policy_eval import evaluate_samples, sample_policy, sequ
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.evaluation.tables import before_after_table, kl_control_line
 from rlhfkit.feedback.labeler import judge_reward
+from rlhfkit.generation.backends import make_backend
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
@@ -94,8 +95,12 @@ def run_rl(cfg: RLRunConfig) -> dict:
         components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
         run.log_metrics({"stage": "rl", **stats, **components})
 
+    backend = None  # hf: the trainer samples the policy itself
+    if cfg.rollout_backend != "hf":
+        backend = make_backend(cfg, cfg.policy, tokenizer=tokenizer, device=device, seed=cfg.seed)
     trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
-                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
+                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples, rollout_backend=backend,
+                            importance_cap=cfg.importance_cap)
     checkpointer = run.checkpointer(cfg.checkpoint_every)
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []

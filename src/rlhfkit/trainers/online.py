@@ -42,6 +42,7 @@ from rlhfkit.algorithms import (
     shape_scores,
     whiten,
 )
+from rlhfkit.algorithms.importance import truncated_importance_weights
 from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.collators import collate_sft, tokenize_sft
@@ -184,6 +185,10 @@ class OnlineTrainer:
     policy: a causal LM (usually a LoRA peft model, whose adapter-disabled base is the
     reference). reference: a frozen model for the KL anchor when the policy has no adapter.
     gold_fn: optional second reward that is only logged (e.g. the gold scorer of a task).
+    rollout_backend: another engine to sample from (generation/backends.py: an OpenAI-compatible
+    server, vLLM), given the policy's weights after every update; None: our own sampler. Its
+    log-probs differ from the trainer's, so each token's policy loss is weighted by
+    min(exp(log π_old − log π_sampler), importance_cap) (TRL's correction; cap 0: none).
     """
 
     def __init__(
@@ -198,6 +203,8 @@ class OnlineTrainer:
         gold_fn: RewardFn | None = None,
         logger: Callable[[dict], None] | None = None,
         ptx_examples: Sequence | None = None,
+        rollout_backend=None,
+        importance_cap: float = 2.0,
     ):
         if reference is None and not is_lora(policy):
             raise ValueError("a full (non-LoRA) policy needs a reference model: pass reference=frozen_copy(policy)")
@@ -235,6 +242,8 @@ class OnlineTrainer:
         self.state = State()
         self.plan = pass_plan(cfg, self.value_head is not None, self.masker is not None)
         self.step_count = 0
+        self.backend, self.importance_cap = rollout_backend, importance_cap
+        self._backend_synced = False
         self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
         self.last_scored: ScoredRollout | None = None
@@ -298,7 +307,12 @@ class OnlineTrainer:
         else:
             kl = torch.zeros_like(mask)  # β = 0: not computed
         token_rewards = kl_penalized_token_rewards(scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
-        return ScoredRollout(
+        weights = None
+        if self.backend is not None and self.importance_cap > 0:
+            # the sampler's log-probs (ro.logprobs) against the trainer's own π_old
+            weights, self._importance_stats = truncated_importance_weights(passes.old.logprobs, ro.logprobs, mask,
+                                                                           self.importance_cap)
+        return ScoredRollout(importance_weights=weights, 
             rollout=ro, raw_scores=raw_scores, scores=scores, baseline_scores=baseline_scores,
             old_logprobs=passes.old.logprobs, unmasked_logprobs=passes.old.unmasked_logprobs,
             anchor_logprobs=passes.anchor_logprobs, old_values=passes.old.values, entropy=passes.old.entropy,
@@ -344,6 +358,8 @@ class OnlineTrainer:
         T = r_mask.shape[1]
         old_logprobs = scored.old_logprobs[idx, :T]
         per_token, clipped = clipped_surrogate(out.logprobs, old_logprobs, advantages[idx, :T], cfg.clip_coef)
+        if scored.importance_weights is not None:  # before the KL term, as TRL
+            per_token = per_token * scored.importance_weights[idx, :T]
         if scored.anchor_logprobs is not None:
             per_token = self.kl_placement.add_to_loss(per_token, self.kl_fn, out.unmasked_logprobs,
                                                       scored.anchor_logprobs[idx, :T], scored.kl_coef)
@@ -444,8 +460,7 @@ class OnlineTrainer:
         times = [time.perf_counter()]
         # generate
         self.policy.eval()
-        ro = generate(self.policy, self.tokenizer, prompts, self.sampling, chat=self.chat, generator=self.generator,
-                      compute_dtype=self.compute_dtype, masker=self.masker)
+        ro = self._generate(prompts)
         times.append(time.perf_counter())
         # score
         raw_scores = self._reward(ro.prompts, ro.responses)
@@ -473,9 +488,27 @@ class OnlineTrainer:
         self.last_rollout, self.last_scored = ro, scored
         self.step_count += 1
         self._refresh_frozen_copies()
+        if self.backend is not None:  # the sampler gets the updated weights
+            synced = time.perf_counter()
+            self._sync_backend()
+            stats["time/weight_sync"] = time.perf_counter() - synced
         if self.logger is not None:
             self.logger(stats)
         return stats
+
+    def _generate(self, prompts: list[str]) -> Rollout:
+        """The rollout: our sampler on the policy, or the backend (given the policy's weights first)."""
+        if self.backend is None:
+            return generate(self.policy, self.tokenizer, prompts, self.sampling, chat=self.chat, generator=self.generator,
+                            compute_dtype=self.compute_dtype, masker=self.masker)
+        if not self._backend_synced:  # the first step, or the first after a resume
+            self._sync_backend()
+        seed = self.cfg.seed * 1_000_003 + self.step_count  # a resumed run asks for the same samples
+        return self.backend.rollout(self.tokenizer, prompts, self.sampling, self.chat, seed=seed)
+
+    def _sync_backend(self) -> None:
+        self.backend.sync_weights(self.policy, self.tokenizer)
+        self._backend_synced = True
 
     def _stats(self, scored: ScoredRollout, advantages: torch.Tensor, update_stats: dict[str, float],
                times: list[float]) -> dict:
@@ -506,6 +539,8 @@ class OnlineTrainer:
             stats[f"time/{name}"] = t1 - t0
         if scored.old_values is not None:
             stats["value/mean"] = float(masked_mean(scored.old_values, mask))
+        if scored.importance_weights is not None:
+            stats.update({f"rollout/importance_{k}": v for k, v in self._importance_stats.items()})
         if ro.action_mask is not None:
             stats["nlpo/mask_size_mean"] = float(ro.action_mask.sum(-1).float()[mask > 0].mean())
         if self.gold_fn is not None:
