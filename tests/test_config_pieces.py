@@ -23,7 +23,7 @@ from rlhfkit.config import (
     derive_config,
     field_docs,
 )
-from rlhfkit.data.config import ValidateConfig
+from rlhfkit.data.config import InstructConfig, ValidateConfig
 from rlhfkit.feedback.config import (
     AnnotatorConfig,
     ExportConfig,
@@ -58,9 +58,10 @@ COMMANDS = {
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
     ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
     ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig, ("bench",): BenchConfig,
+    ("data", "instruct"): InstructConfig,
 }
 # `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
-POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}}
+POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}, InstructConfig: {"file"}}
 
 
 def _help(args, capsys, monkeypatch) -> str:

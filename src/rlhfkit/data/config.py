@@ -32,12 +32,11 @@ class InstructConfig(SkipInvalidOptions):
     """Turn labelled rows (text, label) into instruction rows (prompt, completion) for `rlhfkit sft`."""
 
     limits: ClassVar[dict[str, str]] = {"templates_per_row": ">= 0"}
-    help_terms: ClassVar[dict[str, str]] = {"text_slot": "{text}", "label_slot": "{label}"}
 
     file: str = ""
     """a .jsonl/.json/.csv/.parquet file or saved dataset of rows with 'text' and 'label'"""
     templates: str = "sentiment"
-    """instruction templates: a built-in set (sentiment: positive/negative reviews; classify: any labels as written) or a .yaml/.json file of templates with {text_slot}/{label_slot} placeholders and a label -> words map"""
+    """instruction templates: a built-in set (sentiment: positive/negative reviews; classify: any labels as written) or a .yaml/.json file of templates (a prompt holding the text, a completion holding the label, and a label -> words map; see the README)"""
     templates_per_row: int = 1
     """distinct templates each row goes through, drawn at random (0: every template)"""
     output: str = "instruct.jsonl"
