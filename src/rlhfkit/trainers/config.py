@@ -325,7 +325,7 @@ class SFTConfig(OfflineTrainOptions):
 
 @dataclass
 class DPOConfig(OfflineTrainOptions):
-    """Direct preference optimisation from offline data: DPO, IPO or KTO."""
+    """Direct preference optimisation from offline data: DPO, IPO or KTO, and the reference-free ORPO, SimPO, CPO."""
 
     # as in TRL: 5e-5 for a LoRA adapter, 1e-6 for every weight
     defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 5e-5}, False: {"learning_rate": 1e-6}})
@@ -336,14 +336,15 @@ class DPOConfig(OfflineTrainOptions):
         "seeded": "data order, the held-out split and KTO's mismatched pairs",
     }
     limits: ClassVar[dict[str, str]] = {"beta": "> 0", "tau": "> 0", "desirable_weight": "> 0", "undesirable_weight": "> 0",
-                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1"}
+                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1", "orpo_lambda": ">= 0",
+                                        "simpo_beta": "> 0", "simpo_gamma_beta_ratio": ">= 0", "cpo_alpha": ">= 0"}
 
     ref_model: str = ""
     """reference model π_ref (default: the initial policy; with LoRA its adapter-disabled base)"""
-    loss: Literal["dpo", "ipo", "kto"] = "dpo"
-    """dpo: −log σ(β·h); ipo: (h − 1/(2τ))²; kto: unpaired desirable/undesirable (REFERENCES.md)"""
+    loss: Literal["dpo", "ipo", "kto", "orpo", "simpo", "cpo"] = "dpo"
+    """dpo: −log σ(β·h); ipo: (h − 1/(2τ))²; kto: unpaired desirable/undesirable (REFERENCES.md); reference-free, no π_ref loaded: orpo (SFT NLL + λ·odds-ratio term), simpo (length-normalised reward, margin γ), cpo (−log σ(β·Δ log π) + NLL)"""
     beta: float = 0.1
-    """β of DPO and KTO; also scales the logged implicit reward β·log(π/π_ref) for every loss"""
+    """β of DPO, KTO and CPO; also scales the logged implicit reward β·log(π/π_ref) for every loss"""
     tau: float = 0.1
     """τ of IPO: the loss pulls the log-ratio difference h towards 1/(2τ)"""
     ipo_logratio: Literal["mean", "sum"] = "mean"
@@ -358,9 +359,22 @@ class DPOConfig(OfflineTrainOptions):
     """longer prompts keep their last tokens"""
     max_response_tokens: int = 256
     """longer responses keep their first tokens (and lose their EOS)"""
+    # reference-free losses (algorithms/reference_free.py)
+    orpo_lambda: float = 0.1
+    """ORPO λ: weight of the odds-ratio term added to the SFT NLL (Hong et al. 2024; TRL's default)"""
+    simpo_beta: float = 2.0
+    """SimPO β: scale of the length-normalised reward β·log π(y|x)/|y| (Meng et al. 2024 use 2.0–2.5)"""
+    simpo_gamma_beta_ratio: float = 0.5
+    """SimPO γ/β: the target reward margin γ over β (0.5: the authors' Llama-3-Base setting, γ 1 with β 2)"""
+    cpo_alpha: float = 1.0
+    """CPO α: weight of the NLL of the preferred response (Xu et al. 2024; TRL's cpo_alpha); CPO's β is --beta"""
 
     def __post_init__(self):
         super().__post_init__()
+        if self.loss in ("orpo", "simpo", "cpo") and self.ref_model:
+            raise ConfigError(f"--loss {self.loss} is reference-free: it loads no reference model, so drop --ref-model")
+        if self.orpo_lambda < 0 or self.simpo_beta <= 0 or self.simpo_gamma_beta_ratio < 0 or self.cpo_alpha < 0:
+            raise ConfigError("orpo_lambda, simpo_gamma_beta_ratio and cpo_alpha must be >= 0, simpo_beta > 0")
         if self.beta <= 0 or self.tau <= 0:
             raise ConfigError("beta and tau must be positive")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
