@@ -205,7 +205,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
                                         "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
-    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dpo, best_of_n"""
+    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dapo, gspo, dr_grpo, dpo, best_of_n"""
     sample_budget: int = 384
     """policy samples each training method may draw (online: steps × batch; DPO: 2 per pair)"""
     mini_batch_size: int | None = None
