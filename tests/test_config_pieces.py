@@ -123,24 +123,28 @@ def test_rl_help_says_each_algorithms_default():
     # DAPO (Yu et al. 2025): ε 0.2 / 0.28, no KL, token-level loss, dynamic sampling, overlong buffer a
     # fifth of the length; GSPO (Zheng et al. 2025): sequence ratio clipped to [1 − 3e-4, 1 + 4e-4], no
     # KL; Dr. GRPO: the constant aggregation. Written out by hand in ALGO_DEFAULTS' row order: ppo,
-    # nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo
+    # nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo, online_dpo
     expected = {
         "--init-kl-coef": "(default per --algo: 0.05 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; "
-                          "0.04 for grpo, dr_grpo; 0 for dapo, gspo)",
-        "--group-size": "(default per --algo: 1 for ppo, nlpo, reinforce, reinforce_pp, remax; 4 for rloo, grpo, dapo, gspo, dr_grpo)",
-        "--ppo-epochs": "(default per --algo: 4 for ppo, nlpo; 1 for reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo)",
-        "--kl-estimator": "(default per --algo: k1 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; k3 for grpo, dapo, gspo, dr_grpo)",
-        "--kl-in": "(default per --algo: reward for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; loss for grpo, dapo, gspo, dr_grpo)",
+                          "0.04 for grpo, dr_grpo; 0 for dapo, gspo; 0.1 for online_dpo)",
+        "--group-size": "(default per --algo: 1 for ppo, nlpo, reinforce, reinforce_pp, remax; 4 for rloo, grpo, dapo, gspo, dr_grpo; "
+                        "2 for online_dpo)",
+        "--ppo-epochs": "(default per --algo: 4 for ppo, nlpo; 1 for reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo, "
+                        "online_dpo)",
+        "--kl-estimator": "(default per --algo: k1 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax, online_dpo; "
+                          "k3 for grpo, dapo, gspo, dr_grpo)",
+        "--kl-in": "(default per --algo: reward for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; loss for grpo, dapo, gspo, dr_grpo, "
+                   "online_dpo)",
         "--whiten-advantages": "(default per --algo: True for ppo, nlpo; False for reinforce, rloo, grpo, reinforce_pp, remax, "
-                               "dapo, gspo, dr_grpo)",
+                               "dapo, gspo, dr_grpo, online_dpo)",
         "--loss-aggregation": "(default per --algo: token_mean for ppo, nlpo, reinforce, rloo, reinforce_pp, remax, dapo; "
-                              "sequence_mean for grpo, gspo; constant for dr_grpo)",
-        "--clip-high": "(default per --algo: None for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dr_grpo; "
+                              "sequence_mean for grpo, gspo, online_dpo; constant for dr_grpo)",
+        "--clip-high": "(default per --algo: None for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dr_grpo, online_dpo; "
                        "0.28 for dapo; 0.0004 for gspo)",
         "--importance-ratio": "(default per --algo: token for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dapo, "
-                              "dr_grpo; sequence for gspo)",
+                              "dr_grpo, online_dpo; sequence for gspo)",
         "--dynamic-sampling": "(default per --algo: False for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, gspo, "
-                              "dr_grpo; True for dapo)",
+                              "dr_grpo, online_dpo; True for dapo)",
     }
     for flag, text in expected.items():
         help_text = _option_help("rl", flag)
@@ -300,6 +304,7 @@ ALGO_ROWS = {
     "dapo": (4, "k3", "loss", 0.0, 1, False, "token_mean"),
     "gspo": (4, "k3", "loss", 0.0, 1, False, "sequence_mean"),
     "dr_grpo": (4, "k3", "loss", 0.04, 1, False, "constant"),
+    "online_dpo": (2, "k1", "loss", 0.1, 1, False, "sequence_mean"),  # DPO β 0.1 (TRL's OnlineDPOConfig)
 }
 ROW_FIELDS = ("group_size", "kl_estimator", "kl_in", "init_kl_coef", "ppo_epochs", "whiten_advantages", "loss_aggregation")
 # the GRPO variants' own fields: clip_low, clip_high, importance_ratio, dynamic_sampling, overlong_buffer_fraction

@@ -32,7 +32,8 @@ from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
-from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
+from rlhfkit.trainers.online import kl_control_summary
+from rlhfkit.trainers.online_dpo import make_online_trainer
 from rlhfkit.types import PairwiseRecord
 
 
@@ -40,8 +41,8 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     policy, tokenizer = load_policy(cfg.policy, device=device)
     policy = add_lora(policy)
     rl = cfg.rl_config(method)
-    trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
-                            logger=lambda s: log({"method": method, **s}))
+    trainer = make_online_trainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
+                                  logger=lambda s: log({"method": method, **s}))
     if cfg.resume:
         trainer.load_checkpoint(checkpointer)
     history = trainer.train(train_prompts, checkpointer=checkpointer)

@@ -23,6 +23,7 @@ from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
+from rlhfkit.trainers.online_dpo import make_online_trainer
 
 
 def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str], PromptColumns | None]:
@@ -94,8 +95,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
         components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
         run.log_metrics({"stage": "rl", **stats, **components})
 
-    trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
-                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
+    trainer = make_online_trainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
+                                  gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
     checkpointer = run.checkpointer(cfg.checkpoint_every)
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []

@@ -60,7 +60,10 @@ ALGO_DEFAULTS["dapo"] = {**ALGO_DEFAULTS["grpo"], "init_kl_coef": 0.0, "loss_agg
 ALGO_DEFAULTS["gspo"] = {**ALGO_DEFAULTS["grpo"], "init_kl_coef": 0.0, "clip_low": 3e-4, "clip_high": 4e-4,
                          "importance_ratio": "sequence"}
 ALGO_DEFAULTS["dr_grpo"] = {**ALGO_DEFAULTS["grpo"], "loss_aggregation": "constant"}
-ALGORITHMS = ALGORITHMS + ("dapo", "gspo", "dr_grpo")
+# Online DPO (Guo et al. 2024; TRL's OnlineDPOConfig β 0.1): 2 samples per prompt, the reward picks
+# the winner, a DPO step with β = the KL coefficient against the reference (trainers/online_dpo.py).
+ALGO_DEFAULTS["online_dpo"] = {**ALGO_DEFAULTS["grpo"], "group_size": 2, "kl_estimator": "k1", "init_kl_coef": 0.1}
+ALGORITHMS = ALGORITHMS + ("dapo", "gspo", "dr_grpo", "online_dpo")
 GROUP_ALGORITHMS = ("rloo", "grpo", "dapo", "gspo", "dr_grpo")  # compare samples of one prompt: G ≥ 2
 
 
@@ -120,7 +123,7 @@ class KLControlOptions:
 @dataclass
 class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
     """Online RL against a reward with a KL anchor: PPO, REINFORCE, RLOO, GRPO, REINFORCE++,
-    ReMax, NLPO, and GRPO's variants DAPO, GSPO, Dr. GRPO. Options left unset take the chosen algorithm's published defaults (ALGO_DEFAULTS)."""
+    ReMax, NLPO, GRPO's variants DAPO, GSPO, Dr. GRPO, and online DPO. Options left unset take the chosen algorithm's published defaults (ALGO_DEFAULTS)."""
 
     defaults_by: ClassVar[DefaultsBy] = DefaultsBy("algo", ALGO_DEFAULTS)
     help_terms: ClassVar[dict[str, str]] = {"trained": "the policy's trained weights and the value head"}
@@ -133,7 +136,8 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
         "overlong_penalty": ">= 0",
     }
 
-    algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo", "dapo", "gspo", "dr_grpo"] = "ppo"
+    algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo", "dapo", "gspo", "dr_grpo",
+                  "online_dpo"] = "ppo"
     """the policy-gradient algorithm"""
     steps: int = 30
     """number of rollout → update iterations"""
@@ -237,6 +241,9 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
 
     def check_variant_fields(self) -> None:
         """Checks of the GRPO-variant fields, once the algorithm's defaults are in."""
+        if self.algo == "online_dpo" and (self.group_size != 2 or not self.init_kl_coef or self.dynamic_sampling):
+            raise ConfigError("online_dpo samples pairs: group_size must be 2, init_kl_coef (DPO's β) > 0, "
+                              "and dynamic_sampling off")
         if self.dynamic_sampling and self.algo == "nlpo":
             raise ConfigError("dynamic_sampling joins rollouts, which NLPO's per-step action masks do not allow")
         if self.dynamic_sampling and self.group_size < 2:

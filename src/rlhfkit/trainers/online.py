@@ -152,7 +152,16 @@ def _adv_dr_grpo(s: ScoredRollout, cfg: RLConfig, state: State):
     return advantages[:, None] * s.mask, None
 
 
+def _adv_pair_preference(s: ScoredRollout, cfg: RLConfig, state: State):
+    """Online DPO (trainers/online_dpo.py) trains on pairs, not advantages; what is logged as its
+    advantage is the pair's verdict: +1 on the winner's tokens, −1 on the loser's, 0 for a tie."""
+    pairs = s.scores.view(-1, 2)
+    sign = torch.sign(pairs[:, 0] - pairs[:, 1])
+    return torch.stack([sign, -sign], dim=1).view(-1)[:, None] * s.mask, None
+
+
 ADVANTAGES = {
+    "online_dpo": _adv_pair_preference,
     "dapo": _adv_grpo,  # DAPO and GSPO keep GRPO's advantages; they change sampling, clipping, the ratio
     "gspo": _adv_grpo,
     "dr_grpo": _adv_dr_grpo,
