@@ -76,6 +76,9 @@ FAST_LINE: dict[str, list[str]] = {
     "--judge ai --json":
         ["--judge", f"ai:{TINY}"],
     "rlhfkit label --mode rating --pairs gen.jsonl": ["--judge", TINY, "--limit", "4", "--cache", "off"],
+    # the judge is the embedded LM: the tiny model stands in for it too
+    "rlhfkit rl --algo online_dpo --task sentiment --reward judge --steps 2":
+        [*_TINY_RL, "--eval-prompts", "4", "--reward", f"judge:{TINY}"],
 }
 SKIP: dict[str, str] = {
     "make demo": "the full demo (minutes); the quickstart lines below run its command on a tiny model",
