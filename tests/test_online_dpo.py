@@ -110,3 +110,19 @@ def test_rl_command_runs_online_dpo(tmp_path, tiny_dir, capsys):
     rows = [json.loads(line) for line in (tmp_path / "runs" / "o" / "metrics.jsonl").read_text().splitlines()]
     assert [r["algo"] for r in rows if r.get("stage") == "rl"] == ["online_dpo"] * 2
     assert "loss/dpo" in rows[-1] and "online_dpo/tie_fraction" in rows[-1]
+
+
+@pytest.mark.slow  # about 25 s of CPU (three methods, each loading the model); the README's compare line covers it by default
+def test_compare_runs_online_dpo_dapo_and_simpo_side_by_side(tmp_path, tiny_dir, capsys):
+    # the reference-free SimPO trains on the same gold-labelled base pairs as compare's DPO; online
+    # DPO and DAPO spend the same sample budget online
+    assert cli.main(["compare", "--policy", tiny_dir, "--methods", "online_dpo,dapo,simpo", "--sample-budget", "8",
+                     "--batch-size", "4", "--mini-batch-size", "4", "--eval-prompts", "4", "--max-new-tokens", "4",
+                     "--output-dir", str(tmp_path), "--precision", "fp32"]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "compare" / "summary.json").read_text())
+    assert [r["method"] for r in summary["rows"]] == ["base", "online_dpo", "dapo", "simpo"]
+    assert all(r["train_samples"] == 8 for r in summary["rows"][1:])
+    with pytest.raises(ConfigError, match="unknown method"):
+        from rlhfkit.pipelines.config import CompareConfig
+
+        CompareConfig(methods=["ilql"])
