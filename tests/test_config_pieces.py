@@ -23,7 +23,7 @@ from rlhfkit.config import (
     derive_config,
     field_docs,
 )
-from rlhfkit.data.config import ValidateConfig
+from rlhfkit.data.config import InstructConfig, ValidateConfig
 from rlhfkit.feedback.config import (
     AnnotatorConfig,
     ExportConfig,
@@ -58,9 +58,10 @@ COMMANDS = {
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
     ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
     ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig, ("bench",): BenchConfig,
+    ("data", "instruct"): InstructConfig,
 }
 # `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
-POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}}
+POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}, InstructConfig: {"file"}}
 
 
 def _help(args, capsys, monkeypatch) -> str:
@@ -119,16 +120,31 @@ def test_the_table_of_commands_covers_every_config_command():
 def test_rl_help_says_each_algorithms_default():
     # the values of REFERENCES.md (Stiennon et al. 2020 PPO: β 0.05, 4 epochs, whitened advantages;
     # GRPO: G = 4 here, β 0.04 with k3 in the loss, per-sequence token mean; RLOO: k = 4 samples),
-    # written out by hand in ALGO_DEFAULTS' row order: ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax
+    # DAPO (Yu et al. 2025): ε 0.2 / 0.28, no KL, token-level loss, dynamic sampling, overlong buffer a
+    # fifth of the length; GSPO (Zheng et al. 2025): sequence ratio clipped to [1 − 3e-4, 1 + 4e-4], no
+    # KL; Dr. GRPO: the constant aggregation. Written out by hand in ALGO_DEFAULTS' row order: ppo,
+    # nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo, online_dpo
     expected = {
-        "--init-kl-coef": "(default per --algo: 0.05 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; 0.04 for grpo)",
-        "--group-size": "(default per --algo: 1 for ppo, nlpo, reinforce, reinforce_pp, remax; 4 for rloo, grpo)",
-        "--ppo-epochs": "(default per --algo: 4 for ppo, nlpo; 1 for reinforce, rloo, grpo, reinforce_pp, remax)",
-        "--kl-estimator": "(default per --algo: k1 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; k3 for grpo)",
-        "--kl-in": "(default per --algo: reward for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; loss for grpo)",
-        "--whiten-advantages": "(default per --algo: True for ppo, nlpo; False for reinforce, rloo, grpo, reinforce_pp, remax)",
-        "--loss-aggregation": "(default per --algo: token_mean for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; "
-                              "sequence_mean for grpo)",
+        "--init-kl-coef": "(default per --algo: 0.05 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; "
+                          "0.04 for grpo, dr_grpo; 0 for dapo, gspo; 0.1 for online_dpo)",
+        "--group-size": "(default per --algo: 1 for ppo, nlpo, reinforce, reinforce_pp, remax; 4 for rloo, grpo, dapo, gspo, dr_grpo; "
+                        "2 for online_dpo)",
+        "--ppo-epochs": "(default per --algo: 4 for ppo, nlpo; 1 for reinforce, rloo, grpo, reinforce_pp, remax, dapo, gspo, dr_grpo, "
+                        "online_dpo)",
+        "--kl-estimator": "(default per --algo: k1 for ppo, nlpo, reinforce, rloo, reinforce_pp, remax, online_dpo; "
+                          "k3 for grpo, dapo, gspo, dr_grpo)",
+        "--kl-in": "(default per --algo: reward for ppo, nlpo, reinforce, rloo, reinforce_pp, remax; loss for grpo, dapo, gspo, dr_grpo, "
+                   "online_dpo)",
+        "--whiten-advantages": "(default per --algo: True for ppo, nlpo; False for reinforce, rloo, grpo, reinforce_pp, remax, "
+                               "dapo, gspo, dr_grpo, online_dpo)",
+        "--loss-aggregation": "(default per --algo: token_mean for ppo, nlpo, reinforce, rloo, reinforce_pp, remax, dapo; "
+                              "sequence_mean for grpo, gspo, online_dpo; constant for dr_grpo)",
+        "--clip-high": "(default per --algo: None for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dr_grpo, online_dpo; "
+                       "0.28 for dapo; 0.0004 for gspo)",
+        "--importance-ratio": "(default per --algo: token for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, dapo, "
+                              "dr_grpo, online_dpo; sequence for gspo)",
+        "--dynamic-sampling": "(default per --algo: False for ppo, nlpo, reinforce, rloo, grpo, reinforce_pp, remax, gspo, "
+                              "dr_grpo, online_dpo; True for dapo)",
     }
     for flag, text in expected.items():
         help_text = _option_help("rl", flag)
@@ -285,8 +301,15 @@ ALGO_ROWS = {
     "grpo": (4, "k3", "loss", 0.04, 1, False, "sequence_mean"),
     "reinforce_pp": (1, "k1", "reward", 0.05, 1, False, "token_mean"),
     "remax": (1, "k1", "reward", 0.05, 1, False, "token_mean"),
+    "dapo": (4, "k3", "loss", 0.0, 1, False, "token_mean"),
+    "gspo": (4, "k3", "loss", 0.0, 1, False, "sequence_mean"),
+    "dr_grpo": (4, "k3", "loss", 0.04, 1, False, "constant"),
+    "online_dpo": (2, "k1", "loss", 0.1, 1, False, "sequence_mean"),  # DPO β 0.1 (TRL's OnlineDPOConfig)
 }
 ROW_FIELDS = ("group_size", "kl_estimator", "kl_in", "init_kl_coef", "ppo_epochs", "whiten_advantages", "loss_aggregation")
+# the GRPO variants' own fields: clip_low, clip_high, importance_ratio, dynamic_sampling, overlong_buffer_fraction
+VARIANT_ROWS = {"dapo": (0.2, 0.28, "token", True, 0.2), "gspo": (3e-4, 4e-4, "sequence", False, 0.0)}
+VARIANT_FIELDS = ("clip_low", "clip_high", "importance_ratio", "dynamic_sampling", "overlong_buffer_fraction")
 
 
 def _expected(method: str, **values) -> dict:
@@ -295,8 +318,10 @@ def _expected(method: str, **values) -> dict:
                  "baseline": "moving_average", "baseline_decay": 0.9, "kl_anchor": "reference", "anchor_refresh": 10,
                  "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
                  "score_clip": None, "score_norm": "none", "missing_eos_penalty": None, "ptx_coef": 0.0, "ptx_data": "",
-                 "ptx_batch_size": 4, "temperature": 1.0, "max_grad_norm": 1.0}
-    return {**untouched, **dict(zip(ROW_FIELDS, ALGO_ROWS[method])), "algo": method, **values}
+                 "ptx_batch_size": 4, "temperature": 1.0, "max_grad_norm": 1.0, "dynamic_sampling_rounds": 4,
+                 "overlong_penalty": 1.0}
+    variant = dict(zip(VARIANT_FIELDS, VARIANT_ROWS.get(method, (None, None, "token", False, 0.0))))
+    return {**untouched, **dict(zip(ROW_FIELDS, ALGO_ROWS[method])), **variant, "algo": method, **values}
 
 
 @pytest.mark.parametrize("method", ALGORITHMS)

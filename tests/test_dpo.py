@@ -287,7 +287,7 @@ def test_dpo_help(capsys):
         cli.main(["dpo", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--loss {dpo,ipo,kto}" in out and "--precompute-ref" in out and "--beta" in out
+    assert "--loss {dpo,ipo,kto,orpo,simpo,cpo}" in out and "--precompute-ref" in out and "--beta" in out
 
 
 @pytest.mark.parametrize("loss", ["dpo", "kto"])

@@ -88,6 +88,9 @@ FAST_LINE: dict[str, list[str]] = {
     "rlhfkit eval sample --policies served=smollm2-135m-instruct --rollout-backend openai "
     "--base-url http://127.0.0.1:8000/v1 --run-name eval-served":
         ["--policies", f"served={TINY}", "--n-prompts", "4", "--max-new-tokens", "4"],
+    # the judge is the embedded LM: the tiny model stands in for it too
+    "rlhfkit rl --algo online_dpo --task sentiment --reward judge --steps 2":
+        [*_TINY_RL, "--eval-prompts", "4", "--reward", f"judge:{TINY}"],
 }
 SKIP: dict[str, str] = {
     "make demo": "the full demo (minutes); the quickstart lines below run its command on a tiny model",

@@ -97,6 +97,16 @@ class RewriteRecord:
     rewrite: str
 
 
+@dataclass(frozen=True)
+class LabelledRecord:
+    """A text with its class label (a review and its sentiment, a question and its topic): the raw
+    material `rlhfkit data instruct` turns into instruction rows. Numeric labels arrive as text
+    ("1", "0")."""
+
+    text: str
+    label: str
+
+
 # ---------------------------------------------------------------------------------------------
 # Tensor records
 

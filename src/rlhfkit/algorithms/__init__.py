@@ -41,6 +41,7 @@ from rlhfkit.algorithms.preference import (
     kto_loss,
     sft_loss,
 )
+from rlhfkit.algorithms.reference_free import cpo_loss, log_odds, orpo_loss, simpo_loss
 from rlhfkit.algorithms.reward_losses import (
     concordance,
     ensemble_mean_std,
@@ -67,6 +68,10 @@ from rlhfkit.algorithms.stats import (
 )
 
 __all__ = [
+    "cpo_loss",
+    "log_odds",
+    "orpo_loss",
+    "simpo_loss",
     "concordance",
     "dpo_loss",
     "ensemble_mean_std",

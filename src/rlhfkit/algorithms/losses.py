@@ -9,15 +9,19 @@ from rlhfkit.algorithms.stats import masked_mean
 
 
 def clipped_surrogate(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_coef: float = 0.2
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_coef: float = 0.2,
+    clip_coef_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token clipped surrogate loss max(−Â·ρ, −Â·clip(ρ, 1−ε, 1+ε)), ρ = exp(log π − log π_old).
 
-    All inputs (B, T). Returns (per-token loss (B, T), whether the clipped branch was taken (B, T)).
+    `clip_coef_high`: a different upper bound 1 + ε_high (DAPO's decoupled "clip-higher", ε_low =
+    clip_coef); None: symmetric. All inputs (B, T). Returns (per-token loss (B, T), whether the
+    clipped branch was taken (B, T)).
     """
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    high = clip_coef if clip_coef_high is None else clip_coef_high
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + high)
     return torch.maximum(unclipped, clipped), (clipped > unclipped)
 
 

@@ -18,6 +18,7 @@ from rlhfkit.config import (
     add_config_positional,
     config_from_args,
 )
+from rlhfkit.cli.data import register_instruct
 from rlhfkit.data.config import ValidateConfig
 from rlhfkit.data.loaders import load_records
 from rlhfkit.data.schemas import DataError
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(v, ValidateConfig, skip=("file",))
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_data_validate)
+    register_instruct(data_sub)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     # Commands defined next to their room: each module exposes `register(subparsers)`.

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rlhfkit.data.schemas import FIELDS, KINDS, DataError, RowError
 
@@ -219,8 +219,10 @@ def _typo_hint(err: RowError, row: dict, known: frozenset[str] | None) -> RowErr
 
 
 def load_records(path: str | Path, kind: str, skip_invalid: bool = False, split: str | None = None,
-                 limit: int | None = None) -> LoadResult:
-    """Load and validate every row of `path` as records of `kind` (see `schemas.KINDS`)."""
+                 limit: int | None = None, check: Callable[[Any], None] | None = None) -> LoadResult:
+    """Load and validate every row of `path` as records of `kind` (see `schemas.KINDS`).
+    `check(record)` may raise a RowError for a record that parses but that the caller cannot use
+    (e.g. a label no template verbalises): such rows fail, or are skipped, like any bad row."""
     if kind not in KINDS:
         raise DataError(f"unknown record kind '{kind}' (one of {', '.join(sorted(KINDS))})")
     parse, known = KINDS[kind], FIELDS[kind]
@@ -234,7 +236,10 @@ def load_records(path: str | Path, kind: str, skip_invalid: bool = False, split:
             if not isinstance(row, dict):
                 raise RowError("(row)", f"expected an object with named fields, got {type(row).__name__}")
             try:
-                result.records.append(parse(row))
+                record = parse(row)
+                if check is not None:
+                    check(record)
+                result.records.append(record)
             except RowError as err:
                 raise _typo_hint(err, row, known) from None
             for name in row if known is not None else ():

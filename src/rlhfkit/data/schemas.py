@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable
 
 from rlhfkit.types import (
+    LabelledRecord,
     Message,
     PairwiseRecord,
     PromptRecord,
@@ -182,6 +183,25 @@ def parse_rewrite(row: dict) -> RewriteRecord:
     return record
 
 
+def parse_labelled(row: dict) -> LabelledRecord:
+    """`text` and its class `label`: text, or a whole number (CSV cells and JSON numbers alike
+    become text: 1 -> "1")."""
+    text = _text(row, "text")
+    if "label" not in row or _is_missing(row["label"]):
+        raise RowError("label", "missing")
+    raw = row["label"]
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise RowError("label", f"expected a label (text or a whole number), got {type(raw).__name__} {raw!r:.60}")
+    if isinstance(raw, float):
+        if not raw.is_integer():
+            raise RowError("label", f"expected a label (text or a whole number), got {raw!r}")
+        raw = int(raw)
+    label = str(raw).strip()
+    if not label:
+        raise RowError("label", "empty text")
+    return LabelledRecord(text=text, label=label)
+
+
 FIELDS: dict[str, frozenset[str] | None] = {
     "prompt": None,  # every other column is kept as the prompt's metadata
     "sft": frozenset({"prompt", "completion", "messages"}),
@@ -190,6 +210,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     "rating": frozenset({"prompt", "response", "rating"}),
     "thumbs": frozenset({"prompt", "response", "thumbs_up"}),
     "rewrite": frozenset({"prompt", "original", "rewrite"}),
+    "labelled": frozenset({"text", "label"}),
 }
 """The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 
@@ -201,4 +222,5 @@ KINDS: dict[str, Callable[[dict], Any]] = {
     "rating": parse_rating,
     "thumbs": parse_thumbs,
     "rewrite": parse_rewrite,
+    "labelled": parse_labelled,
 }

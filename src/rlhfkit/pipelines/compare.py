@@ -26,13 +26,14 @@ from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
-from rlhfkit.pipelines.config import CompareConfig
+from rlhfkit.pipelines.config import OFFLINE_METHODS, CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
-from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
+from rlhfkit.trainers.online import kl_control_summary
+from rlhfkit.trainers.online_dpo import make_online_trainer
 from rlhfkit.types import PairwiseRecord
 
 
@@ -40,15 +41,17 @@ def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     policy, tokenizer = load_policy(cfg.policy, device=device)
     policy = add_lora(policy)
     rl = cfg.rl_config(method)
-    trainer = OnlineTrainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
-                            logger=lambda s: log({"method": method, **s}))
+    trainer = make_online_trainer(policy, tokenizer, task.gold, rl, compute_dtype=dtype, chat=task.chat,
+                                  logger=lambda s: log({"method": method, **s}))
     if cfg.resume:
         trainer.load_checkpoint(checkpointer)
     history = trainer.train(train_prompts, checkpointer=checkpointer)
     return policy, tokenizer, rl.steps * rl.batch_size, lambda held_out_kl: kl_control_summary(trainer, history, held_out_kl)
 
 
-def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
+def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpointer: Checkpointer, loss: str = "dpo"):
+    """An offline preference method (dpo, or the reference-free simpo, orpo, cpo with their published
+    defaults) on pairs of base-policy samples labelled by the gold scorer."""
     policy, tokenizer = load_policy(cfg.policy, device=device)
     n_pairs = cfg.sample_budget // 2
     prompts = [p for p in train_prompts[:n_pairs] for _ in range(2)]
@@ -61,10 +64,10 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpoint
         if gold[i] != gold[i + 1] and texts[i] != texts[i + 1]:
             win, lose = (i, i + 1) if gold[i] > gold[i + 1] else (i + 1, i)
             pairs.append(PairwiseRecord(prompt=prompts[i], chosen=texts[win], rejected=texts[lose]))
-    dpo_cfg = DPOConfig(data="(in memory)", loss="dpo", epochs=2, batch_size=16, micro_batch_size=16,
+    dpo_cfg = DPOConfig(data="(in memory)", loss=loss, epochs=2, batch_size=16, micro_batch_size=16,
                         learning_rate=cfg.dpo_learning_rate, max_grad_norm=cfg.max_grad_norm, lora=True, seed=cfg.seed, save_merged=False,
                         chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
-    result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": "dpo", **s}), compute_dtype=dtype,
+    result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": loss, **s}), compute_dtype=dtype,
                        checkpointer=checkpointer, resume=cfg.resume)
     return result["policy"], tokenizer, len(texts)
 
@@ -132,8 +135,8 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
         policy, tok, samples, kl_control = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics, checkpointer)
         result = evaluate(method, policy, tok, samples)
         result["row"]["kl_control"] = kl_control(result["row"]["kl_to_reference"])
-    elif method == "dpo":
-        result = evaluate("dpo", *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer))
+    elif method in OFFLINE_METHODS:
+        result = evaluate(method, *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer, method))
     else:  # best_of_n: a policy built at inference time from the base model and the gold scorer
         params = SamplingParams(strategy="sample", max_new_tokens=cfg.max_new_tokens)
         texts, _ = best_of_n(base, tokenizer, eval_prompts, cfg.best_of_n, task.gold, params, chat=task.chat,

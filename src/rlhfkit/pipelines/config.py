@@ -193,6 +193,9 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
                               f"--rollout-backend hf (not {self.rollout_backend})")
 
 
+# compare's offline methods: DPO and the reference-free losses, on gold-labelled pairs of base samples
+OFFLINE_METHODS = ("dpo", "simpo", "orpo", "cpo")
+
 # compare's --ppo-epochs is for the algorithms that reuse each batch; the others keep their one pass
 MULTI_EPOCH_ALGORITHMS = tuple(algo for algo, defaults in ALGO_DEFAULTS.items() if defaults["ppo_epochs"] > 1)
 
@@ -218,7 +221,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
                                         "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
-    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dpo, best_of_n"""
+    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dapo, gspo, dr_grpo, online_dpo, dpo, simpo, orpo, cpo, best_of_n"""
     sample_budget: int = 384
     """policy samples each training method may draw (online: steps × batch; DPO: 2 per pair)"""
     mini_batch_size: int | None = None
@@ -232,7 +235,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     run_name: str = "compare"
 
     def __post_init__(self):
-        known = set(ALGORITHMS) | {"dpo", "best_of_n"}
+        known = set(ALGORITHMS) | set(OFFLINE_METHODS) | {"best_of_n"}
         unknown = [m for m in self.methods if m not in known]
         if unknown:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")

@@ -24,6 +24,7 @@ from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
+from rlhfkit.trainers.online_dpo import make_online_trainer
 
 
 def _prompts(cfg: RLRunConfig, task) -> tuple[list[str], list[str], PromptColumns | None]:
@@ -98,9 +99,9 @@ def run_rl(cfg: RLRunConfig) -> dict:
     backend = None  # hf: the trainer samples the policy itself
     if cfg.rollout_backend != "hf":
         backend = make_backend(cfg, cfg.policy, tokenizer=tokenizer, device=device, seed=cfg.seed)
-    trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
-                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples, rollout_backend=backend,
-                            importance_cap=cfg.importance_cap)
+    trainer = make_online_trainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
+                                  gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples, rollout_backend=backend,
+                                  importance_cap=cfg.importance_cap)
     checkpointer = run.checkpointer(cfg.checkpoint_every)
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []

@@ -45,6 +45,27 @@ ALGO_DEFAULTS: dict[str, dict] = {
                   whiten_advantages=False, loss_aggregation="token_mean"),
 }
 
+# --- GRPO variants (algorithms/grpo_variants.py) and the fields they bring to every row --------
+# DAPO (Yu et al. 2025): clip ε_low 0.2 / ε_high 0.28, dynamic sampling, token-level loss, the
+# soft overlong punishment with L_cache = 4096 of L_max = 20480 tokens (a fifth), no KL term.
+# GSPO (Zheng et al. 2025 v2 §5.1; TRL's reproduction): sequence-level ratio clipped to
+# [1 − 3e-4, 1 + 4e-4], no KL term. Dr. GRPO (Liu et al. 2025): GRPO's KL with r − mean(r)
+# advantages and the constant aggregation. G = 4 here as for grpo (the papers sample 16 or more).
+_VARIANT_FIELDS = dict(clip_low=None, clip_high=None, importance_ratio="token", dynamic_sampling=False,
+                       overlong_buffer_fraction=0.0)
+for _row in ALGO_DEFAULTS.values():
+    _row.update(_VARIANT_FIELDS)
+ALGO_DEFAULTS["dapo"] = {**ALGO_DEFAULTS["grpo"], "init_kl_coef": 0.0, "loss_aggregation": "token_mean",
+                         "clip_low": 0.2, "clip_high": 0.28, "dynamic_sampling": True, "overlong_buffer_fraction": 0.2}
+ALGO_DEFAULTS["gspo"] = {**ALGO_DEFAULTS["grpo"], "init_kl_coef": 0.0, "clip_low": 3e-4, "clip_high": 4e-4,
+                         "importance_ratio": "sequence"}
+ALGO_DEFAULTS["dr_grpo"] = {**ALGO_DEFAULTS["grpo"], "loss_aggregation": "constant"}
+# Online DPO (Guo et al. 2024; TRL's OnlineDPOConfig β 0.1): 2 samples per prompt, the reward picks
+# the winner, a DPO step with β = the KL coefficient against the reference (trainers/online_dpo.py).
+ALGO_DEFAULTS["online_dpo"] = {**ALGO_DEFAULTS["grpo"], "group_size": 2, "kl_estimator": "k1", "init_kl_coef": 0.1}
+ALGORITHMS = ALGORITHMS + ("dapo", "gspo", "dr_grpo", "online_dpo")
+GROUP_ALGORITHMS = ("rloo", "grpo", "dapo", "gspo", "dr_grpo")  # compare samples of one prompt: G ≥ 2
+
 
 @dataclass
 class RolloutOptions:
@@ -102,7 +123,7 @@ class KLControlOptions:
 @dataclass
 class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
     """Online RL against a reward with a KL anchor: PPO, REINFORCE, RLOO, GRPO, REINFORCE++,
-    ReMax, NLPO. Options left unset take the chosen algorithm's published defaults (ALGO_DEFAULTS)."""
+    ReMax, NLPO, GRPO's variants DAPO, GSPO, Dr. GRPO, and online DPO. Options left unset take the chosen algorithm's published defaults (ALGO_DEFAULTS)."""
 
     defaults_by: ClassVar[DefaultsBy] = DefaultsBy("algo", ALGO_DEFAULTS)
     help_terms: ClassVar[dict[str, str]] = {"trained": "the policy's trained weights and the value head"}
@@ -111,9 +132,12 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
         "baseline_decay": "[0, 1)", "anchor_refresh": ">= 1", "nlpo_top_p": "(0, 1]", "nlpo_min_tokens": ">= 1",
         "nlpo_refresh": ">= 1", "score_clip": "> 0", "missing_eos_penalty": ">= 0", "ptx_coef": ">= 0",
         "ptx_batch_size": ">= 1", "temperature": "> 0",
+        "clip_low": "> 0", "clip_high": "> 0", "dynamic_sampling_rounds": ">= 0", "overlong_buffer_fraction": "[0, 1]",
+        "overlong_penalty": ">= 0",
     }
 
-    algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo"] = "ppo"
+    algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo", "dapo", "gspo", "dr_grpo",
+                  "online_dpo"] = "ppo"
     """the policy-gradient algorithm"""
     steps: int = 30
     """number of rollout → update iterations"""
@@ -165,6 +189,21 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
     """PPO-ptx: examples per optimiser step"""
     temperature: float = 1.0
     """sampling temperature during rollouts (1.0 samples the policy itself)"""
+    # GRPO variants (DAPO, GSPO, Dr. GRPO): ALGO_DEFAULTS gives each algorithm its values
+    clip_low: float | None = None
+    """lower ratio clip ε_low (DAPO's decoupled clip, GSPO's sequence clip); unset: clip_coef"""
+    clip_high: float | None = None
+    """upper ratio clip ε_high: the ratio is clipped to [1 − ε_low, 1 + ε_high]; unset: clip_coef"""
+    importance_ratio: Literal["token", "sequence"] | None = None
+    """token: one ratio per token (PPO, GRPO); sequence: GSPO's length-normalised ratio of the whole response"""
+    dynamic_sampling: bool | None = None
+    """DAPO: drop the groups whose rewards are all equal and refill the batch with groups of fresh prompts"""
+    dynamic_sampling_rounds: int = 4
+    """DAPO: most extra sampling rounds per step while refilling (a batch still short is topped up with dropped groups)"""
+    overlong_buffer_fraction: float | None = None
+    """DAPO's soft overlong punishment: the last fraction of max_new_tokens over which the reward falls linearly by overlong_penalty (0: off)"""
+    overlong_penalty: float = 1.0
+    """DAPO: reward lost by a response that reaches max_new_tokens"""
 
     def __post_init__(self):
         if self.algo not in ALGO_DEFAULTS:
@@ -172,7 +211,7 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
         self.defaults_by.fill(self)
         if self.micro_batch_size is None:
             self.micro_batch_size = self.mini_batch_size
-        if self.algo in ("rloo", "grpo") and self.group_size < 2:
+        if self.algo in GROUP_ALGORITHMS and self.group_size < 2:
             raise ConfigError(f"{self.algo} compares samples of the same prompt: group_size must be at least 2")
         if self.batch_size % self.group_size:
             raise ConfigError(
@@ -198,6 +237,21 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
         if self.ptx_coef > 0 and not self.ptx_data:
             raise ConfigError("ptx_coef > 0 needs --ptx-data (an SFT data file)")
         self.check_kl_control()
+        self.check_variant_fields()
+
+    def check_variant_fields(self) -> None:
+        """Checks of the GRPO-variant fields, once the algorithm's defaults are in."""
+        if self.algo == "online_dpo" and (self.group_size != 2 or not self.init_kl_coef or self.dynamic_sampling):
+            raise ConfigError("online_dpo samples pairs: group_size must be 2, init_kl_coef (DPO's β) > 0, "
+                              "and dynamic_sampling off")
+        if self.dynamic_sampling and self.algo == "nlpo":
+            raise ConfigError("dynamic_sampling joins rollouts, which NLPO's per-step action masks do not allow")
+        if self.dynamic_sampling and self.group_size < 2:
+            raise ConfigError("dynamic_sampling drops groups whose rewards are all equal: group_size must be at least 2")
+        if not 0 <= self.overlong_buffer_fraction <= 1:
+            raise ConfigError("overlong_buffer_fraction must lie in [0, 1]")
+        if any(c is not None and c <= 0 for c in (self.clip_low, self.clip_high)) or self.dynamic_sampling_rounds < 0:
+            raise ConfigError("clip_low and clip_high must be > 0 and dynamic_sampling_rounds >= 0")
 
     @property
     def prompts_per_step(self) -> int:
@@ -325,7 +379,7 @@ class SFTConfig(OfflineTrainOptions):
 
 @dataclass
 class DPOConfig(OfflineTrainOptions):
-    """Direct preference optimisation from offline data: DPO, IPO or KTO."""
+    """Direct preference optimisation from offline data: DPO, IPO or KTO, and the reference-free ORPO, SimPO, CPO."""
 
     # as in TRL: 5e-5 for a LoRA adapter, 1e-6 for every weight
     defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 5e-5}, False: {"learning_rate": 1e-6}})
@@ -336,14 +390,15 @@ class DPOConfig(OfflineTrainOptions):
         "seeded": "data order, the held-out split and KTO's mismatched pairs",
     }
     limits: ClassVar[dict[str, str]] = {"beta": "> 0", "tau": "> 0", "desirable_weight": "> 0", "undesirable_weight": "> 0",
-                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1"}
+                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1", "orpo_lambda": ">= 0",
+                                        "simpo_beta": "> 0", "simpo_gamma_beta_ratio": ">= 0", "cpo_alpha": ">= 0"}
 
     ref_model: str = ""
     """reference model π_ref (default: the initial policy; with LoRA its adapter-disabled base)"""
-    loss: Literal["dpo", "ipo", "kto"] = "dpo"
-    """dpo: −log σ(β·h); ipo: (h − 1/(2τ))²; kto: unpaired desirable/undesirable (REFERENCES.md)"""
+    loss: Literal["dpo", "ipo", "kto", "orpo", "simpo", "cpo"] = "dpo"
+    """dpo: −log σ(β·h); ipo: (h − 1/(2τ))²; kto: unpaired desirable/undesirable (REFERENCES.md); reference-free, no π_ref loaded: orpo (SFT NLL + λ·odds-ratio term), simpo (length-normalised reward, margin γ), cpo (−log σ(β·Δ log π) + NLL)"""
     beta: float = 0.1
-    """β of DPO and KTO; also scales the logged implicit reward β·log(π/π_ref) for every loss"""
+    """β of DPO, KTO and CPO; also scales the logged implicit reward β·log(π/π_ref) for every loss"""
     tau: float = 0.1
     """τ of IPO: the loss pulls the log-ratio difference h towards 1/(2τ)"""
     ipo_logratio: Literal["mean", "sum"] = "mean"
@@ -358,9 +413,22 @@ class DPOConfig(OfflineTrainOptions):
     """longer prompts keep their last tokens"""
     max_response_tokens: int = 256
     """longer responses keep their first tokens (and lose their EOS)"""
+    # reference-free losses (algorithms/reference_free.py)
+    orpo_lambda: float = 0.1
+    """ORPO λ: weight of the odds-ratio term added to the SFT NLL (Hong et al. 2024; TRL's default)"""
+    simpo_beta: float = 2.0
+    """SimPO β: scale of the length-normalised reward β·log π(y|x)/|y| (Meng et al. 2024 use 2.0–2.5)"""
+    simpo_gamma_beta_ratio: float = 0.5
+    """SimPO γ/β: the target reward margin γ over β (0.5: the authors' Llama-3-Base setting, γ 1 with β 2)"""
+    cpo_alpha: float = 1.0
+    """CPO α: weight of the NLL of the preferred response (Xu et al. 2024; TRL's cpo_alpha); CPO's β is --beta"""
 
     def __post_init__(self):
         super().__post_init__()
+        if self.loss in ("orpo", "simpo", "cpo") and self.ref_model:
+            raise ConfigError(f"--loss {self.loss} is reference-free: it loads no reference model, so drop --ref-model")
+        if self.orpo_lambda < 0 or self.simpo_beta <= 0 or self.simpo_gamma_beta_ratio < 0 or self.cpo_alpha < 0:
+            raise ConfigError("orpo_lambda, simpo_gamma_beta_ratio and cpo_alpha must be >= 0, simpo_beta > 0")
         if self.beta <= 0 or self.tau <= 0:
             raise ConfigError("beta and tau must be positive")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:

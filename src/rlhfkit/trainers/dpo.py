@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlhfkit.algorithms.preference import dpo_loss, ipo_loss, kto_kl_estimate, kto_loss
+from rlhfkit.algorithms.reference_free import cpo_loss, orpo_loss, simpo_loss
 from rlhfkit.data.collators import (
     PairExample,
     UnpairedExample,
@@ -61,6 +62,20 @@ PAIR_LOSSES: dict[str, Callable[[DPOConfig], Callable]] = {
     "ipo": lambda cfg: partial(ipo_loss, tau=cfg.tau, beta=cfg.beta),
 }
 
+# Reference-free pairwise losses (algorithms/reference_free.py): each takes the policy's summed
+# log-probs and the token counts of chosen and rejected; no reference model is built or loaded
+# and no reference log-probs are computed.
+REFERENCE_FREE_LOSSES: dict[str, Callable[[DPOConfig], Callable]] = {
+    "orpo": lambda cfg: partial(orpo_loss, lam=cfg.orpo_lambda),
+    "simpo": lambda cfg: partial(simpo_loss, beta=cfg.simpo_beta, gamma_beta_ratio=cfg.simpo_gamma_beta_ratio),
+    "cpo": lambda cfg: partial(cpo_loss, beta=cfg.beta, alpha=cfg.cpo_alpha),
+}
+
+
+def trains_on_pairs(loss: str) -> bool:
+    """Whether --loss reads pairwise rows (everything but KTO)."""
+    return loss in PAIR_LOSSES or loss in REFERENCE_FREE_LOSSES
+
 
 @dataclass
 class Item:
@@ -94,7 +109,8 @@ class DPOTrainer:
         self.logger = logger
         self.device = next(policy.parameters()).device
         self.pad_id = pad_token_id(tokenizer)
-        if reference is None and not is_lora(policy) and not config.precompute_ref:
+        self.reference_free = config.loss in REFERENCE_FREE_LOSSES
+        if reference is None and not is_lora(policy) and not config.precompute_ref and not self.reference_free:
             reference = frozen_copy(policy)
         self.reference = reference
         for model in (policy, reference):  # same function, fused kernels
@@ -102,7 +118,10 @@ class DPOTrainer:
                 fuse_activations(model)
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
-        if config.loss in PAIR_LOSSES:
+        if self.reference_free:
+            self.pair_loss = REFERENCE_FREE_LOSSES[config.loss](config)
+            self._micro_loss, self._batch_context = self._reference_free_micro_loss, self._no_context
+        elif config.loss in PAIR_LOSSES:
             self.pair_loss = PAIR_LOSSES[config.loss](config)
             per_token = config.loss == "ipo" and config.ipo_logratio == "mean"
             self._pair_loss_extra = self._token_counts if per_token else (lambda items: {})
@@ -159,7 +178,7 @@ class DPOTrainer:
         """Wrap examples as Items; with precompute_ref, compute their reference log-probs now
         (in micro-batches), so training runs no reference forward pass."""
         items = [Item(e) for e in examples]
-        if self.cfg.precompute_ref:
+        if self.cfg.precompute_ref and not self.reference_free:
             for start in range(0, len(items), self.cfg.micro_batch_size):
                 chunk = items[start : start + self.cfg.micro_batch_size]
                 table = self.reference_logps([it.example for it in chunk])
@@ -217,6 +236,17 @@ class DPOTrainer:
             stats["kl_proxy/seq_logratio"] = torch.cat([policy_chosen - ref_chosen, policy_rejected - ref_rejected]).mean()
         return loss, stats
 
+    def _reference_free_micro_loss(self, items: Sequence[Item], context: None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """ORPO / SimPO / CPO on a micro-batch: the policy's log-probs alone (one forward over 2B rows)."""
+        prompts, responses, b = self._rows([it.example for it in items])
+        logps = self._sequence_logps(self.policy, prompts, responses)  # (2B,)
+        label = torch.tensor([it.example.label for it in items], dtype=torch.float32, device=self.device)
+        loss, stats = self.pair_loss(logps[:b], logps[b:], label=label, **self._token_counts(items))
+        with torch.no_grad():
+            stats["logps/chosen"] = logps[:b].mean()
+            stats["logps/rejected"] = logps[b:].mean()
+        return loss, stats
+
     def _kto_micro_loss(self, items: Sequence[Item], z0: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         examples = [it.example for it in items]
         policy_logps = self._sequence_logps(self.policy, [e.prompt_ids for e in examples], [e.completion_ids for e in examples])
@@ -265,7 +295,7 @@ class DPOTrainer:
         and the loss (under KTO: the DPO loss, as "dpo_loss"); unpaired (KTO): the loss, rewards
         and z₀ of the set."""
         self.policy.eval()
-        kto_on_pairs = isinstance(items[0].example, PairExample) and self.cfg.loss not in PAIR_LOSSES
+        kto_on_pairs = isinstance(items[0].example, PairExample) and not trains_on_pairs(self.cfg.loss)
         if kto_on_pairs:
             micro_loss = partial(self._pair_micro_loss, loss_fn=partial(dpo_loss, beta=self.cfg.beta))
             context = None
@@ -306,7 +336,7 @@ def _examples(tokenizer, data: Sequence[Any], config: DPOConfig, pairs_only: boo
     if len(kinds) != 1:
         raise DataError(f"data must hold one kind of record, got {sorted(k.__name__ for k in kinds)}")
     kind = kinds.pop()
-    if config.loss in PAIR_LOSSES or pairs_only:
+    if trains_on_pairs(config.loss) or pairs_only:
         if kind is not PairwiseRecord:
             raise DataError(f"--loss {config.loss} trains on pairwise rows (prompt, chosen, rejected); got {kind.__name__}. "
                              "Thumbs data work with --loss kto")

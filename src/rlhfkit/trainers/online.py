@@ -43,6 +43,12 @@ from rlhfkit.algorithms import (
     whiten,
 )
 from rlhfkit.algorithms.importance import truncated_importance_weights
+from rlhfkit.algorithms.grpo_variants import (
+    group_centered_advantages,
+    overlong_penalty,
+    sequence_clipped_surrogate,
+    zero_variance_groups,
+)
 from rlhfkit.algorithms.preference import sft_loss
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.collators import collate_sft, tokenize_sft
@@ -55,6 +61,7 @@ from rlhfkit.models.lora import is_lora, reference_forward
 from rlhfkit.trainers.checkpoint import Checkpointer, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
+from rlhfkit.trainers.dynamic_sampling import refill
 from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -140,7 +147,25 @@ def _adv_reinforce_pp(s: ScoredRollout, cfg: RLConfig, state: State):
     return whiten(reward_to_go(s.token_rewards, s.mask, cfg.gamma), s.mask), None
 
 
+def _adv_dr_grpo(s: ScoredRollout, cfg: RLConfig, state: State):
+    """Dr. GRPO: score minus its group's mean, no std division, broadcast to every token."""
+    advantages = group_centered_advantages(s.token_rewards.sum(1), cfg.group_size)
+    return advantages[:, None] * s.mask, None
+
+
+def _adv_pair_preference(s: ScoredRollout, cfg: RLConfig, state: State):
+    """Online DPO (trainers/online_dpo.py) trains on pairs, not advantages; what is logged as its
+    advantage is the pair's verdict: +1 on the winner's tokens, −1 on the loser's, 0 for a tie."""
+    pairs = s.scores.view(-1, 2)
+    sign = torch.sign(pairs[:, 0] - pairs[:, 1])
+    return torch.stack([sign, -sign], dim=1).view(-1)[:, None] * s.mask, None
+
+
 ADVANTAGES = {
+    "online_dpo": _adv_pair_preference,
+    "dapo": _adv_grpo,  # DAPO and GSPO keep GRPO's advantages; they change sampling, clipping, the ratio
+    "gspo": _adv_grpo,
+    "dr_grpo": _adv_dr_grpo,
     "ppo": _adv_gae,
     "nlpo": _adv_gae,
     "reinforce": _adv_reinforce,
@@ -177,6 +202,31 @@ class KLInLoss:
 
 
 KL_PLACEMENTS = {"reward": KLInReward(), "loss": KLInLoss()}
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogates (the clipped policy loss), chosen from cfg.importance_ratio: (log π, log π_old,
+# advantages, mask, cfg) -> (per-token loss (B, T), clipped (B, T)). The clip range is
+# [1 − ε_low, 1 + ε_high], each clip_coef unless set (DAPO's clip-higher, GSPO's tight range).
+
+
+def _clip_range(cfg: RLConfig) -> tuple[float, float]:
+    low = cfg.clip_coef if cfg.clip_low is None else cfg.clip_low
+    return low, cfg.clip_coef if cfg.clip_high is None else cfg.clip_high
+
+
+def _token_surrogate(logprobs, old_logprobs, advantages, mask, cfg: RLConfig):
+    low, high = _clip_range(cfg)
+    return clipped_surrogate(logprobs, old_logprobs, advantages, low, high)
+
+
+def _sequence_surrogate(logprobs, old_logprobs, advantages, mask, cfg: RLConfig):
+    """GSPO: the length-normalised sequence ratio in the place of each token's."""
+    low, high = _clip_range(cfg)
+    return sequence_clipped_surrogate(logprobs, old_logprobs, advantages, mask, low, high)
+
+
+SURROGATES = {"token": _token_surrogate, "sequence": _sequence_surrogate}
 
 
 class OnlineTrainer:
@@ -221,6 +271,10 @@ class OnlineTrainer:
         self.advantage_fn = ADVANTAGES[cfg.algo]
         self.kl_fn = KL_ESTIMATORS[cfg.kl_estimator]
         self.kl_placement = KL_PLACEMENTS[cfg.kl_in]
+        self.surrogate_fn = SURROGATES[cfg.importance_ratio]
+        self.sampling_stats: dict[str, float] = {}  # zero-variance groups, DAPO's refills, overlong penalty
+        self.prompt_pool: list[str] = []  # where DAPO's refills draw fresh prompts (set by `train`)
+        self.last_rollout_prompts: list[str] = []  # without a pool (step called alone): this step's prompts
         self.baseline_fn = self._greedy_scores if cfg.algo == "remax" else None
         self.value_head = ValueHead(hidden).to(self.device) if cfg.uses_value_head else None
         self.anchor = None  # a frozen snapshot of the policy when the KL is anchored to the previous policy
@@ -319,6 +373,47 @@ class OnlineTrainer:
             kl=kl, kl_coef=kl_coef, token_rewards=token_rewards,
         )
 
+    # -- GRPO variants: overlong penalty, zero-variance groups, DAPO's dynamic sampling ------------
+    def _overlong(self, ro: Rollout, scores: torch.Tensor, log: bool = True) -> torch.Tensor:
+        """DAPO's soft overlong punishment added to the shaped scores (off at fraction 0)."""
+        buffer = int(round(self.cfg.overlong_buffer_fraction * self.cfg.max_new_tokens))
+        if buffer <= 0:
+            return scores
+        penalty = overlong_penalty(ro.response_mask.sum(1), self.cfg.max_new_tokens, buffer, self.cfg.overlong_penalty)
+        if log:
+            self.sampling_stats["reward/overlong_penalty_mean"] = float(penalty.mean())
+        return scores + penalty.to(scores.dtype)
+
+    def _sample_more(self, n_prompts: int):
+        """One more draw for dynamic sampling: G samples of n fresh prompts, scored and shaped."""
+        pool = self.prompt_pool or self.last_rollout_prompts
+        picks = torch.randint(len(pool), (n_prompts,), generator=self.generator, device=self.device).tolist()
+        prompts = [pool[i] for i in picks for _ in range(self.cfg.group_size)]
+        ro = generate(self.policy, self.tokenizer, prompts, self.sampling, chat=self.chat, generator=self.generator,
+                      compute_dtype=self.compute_dtype, masker=self.masker)
+        raw = self._reward(ro.prompts, ro.responses)
+        return ro, raw, self._overlong(ro, self._shape_scores(raw, ro.finished), log=False)
+
+    def _after_scoring(self, ro: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor,
+                       prompts: Sequence[str]) -> tuple[Rollout, torch.Tensor, torch.Tensor]:
+        """The overlong penalty, the share of groups whose rewards are all equal (logged for every
+        group algorithm) and, with dynamic_sampling, the batch refilled with groups that differ."""
+        cfg = self.cfg
+        self.sampling_stats = {}
+        scores = self._overlong(ro, scores)
+        if cfg.group_size < 2:
+            return ro, raw_scores, scores
+        zero = zero_variance_groups(raw_scores, cfg.group_size)
+        self.sampling_stats["groups/zero_variance_fraction"] = float(zero.float().mean())
+        if not cfg.dynamic_sampling or not bool(zero.any()):
+            return ro, raw_scores, scores
+        self.last_rollout_prompts = list(prompts[:: cfg.group_size])
+        (ro, raw_scores, scores), stats = refill((ro, raw_scores, scores), cfg.group_size,
+                                                 lambda: self._sample_more(len(zero)), cfg.dynamic_sampling_rounds,
+                                                 pad_token_id(self.tokenizer))
+        self.sampling_stats.update(stats)
+        return ro, raw_scores, scores
+
     def _advantages(self, scored: ScoredRollout) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(advantages (B, T), value targets (B, T) or None) from the chosen estimator."""
         advantages, returns = self.advantage_fn(scored, self.cfg, self.state)
@@ -357,7 +452,7 @@ class OnlineTrainer:
         out, r_mask = forward if forward is not None else self._grad_forward(scored.rollout, idx)
         T = r_mask.shape[1]
         old_logprobs = scored.old_logprobs[idx, :T]
-        per_token, clipped = clipped_surrogate(out.logprobs, old_logprobs, advantages[idx, :T], cfg.clip_coef)
+        per_token, clipped = self.surrogate_fn(out.logprobs, old_logprobs, advantages[idx, :T], r_mask, cfg)
         if scored.importance_weights is not None:  # before the KL term, as TRL
             per_token = per_token * scored.importance_weights[idx, :T]
         if scored.anchor_logprobs is not None:
@@ -465,6 +560,7 @@ class OnlineTrainer:
         # score
         raw_scores = self._reward(ro.prompts, ro.responses)
         scores = self._shape_scores(raw_scores, ro.finished)
+        ro, raw_scores, scores = self._after_scoring(ro, raw_scores, scores, prompts)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
         times.append(time.perf_counter())
         if len(prompts) <= self.plan.single_update_rows:
@@ -529,6 +625,7 @@ class OnlineTrainer:
             "advantages/mean": float(adv_mean),
             "advantages/std": float(masked_mean((advantages - adv_mean) ** 2, mask).sqrt()),
             **update_stats,
+            **self.sampling_stats,
         }
         if scored.anchor_logprobs is not None:  # with β = 0 and fixed the anchor pass is skipped
             for name, kl_fn in (("k1", kl_k1), ("k3", kl_k3)):
@@ -565,6 +662,7 @@ class OnlineTrainer:
         from tqdm.auto import tqdm
 
         n = self.cfg.prompts_per_step
+        self.prompt_pool = list(prompts)
         bar = tqdm(range(self.step_count, self.cfg.steps), desc=self.cfg.algo.upper(), disable=not progress,
                    unit="step", dynamic_ncols=True, initial=self.step_count, total=self.cfg.steps)
         for i in bar:
