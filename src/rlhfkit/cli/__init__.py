@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "rlhfkit.cli.overopt",  # overopt fit|run
     "rlhfkit.cli.tasks",  # tasks
     "rlhfkit.cli.bench",  # bench
+    "rlhfkit.cli.loops",  # rft, iterate, pareto
 ]
 
 
