@@ -66,7 +66,6 @@ def run_iterate(cfg: IterateConfig) -> dict:
                       top_layers=cfg.lora_top_layers or None)
     trainer = OnlineTrainer(policy, tokenizer, None, cfg.ppo_config(), compute_dtype=dtype, chat=task.chat,
                             gold_fn=task.gold, logger=None)
-    trainer.generator = q.generator
     last_rl = max([r for r in range(1, cfg.rounds + 1) if q.stages.result(f"round{r}_ppo") is not None], default=0)
     if last_rl:  # the policy as the last finished PPO stage left it (the logs stay as they are)
         trainer.load_checkpoint(Checkpointer(run.checkpoints / f"ppo_round{last_rl}", logs=[]))
