@@ -18,7 +18,6 @@ from rlhfkit.config import (
     ConfigError,
     LoRAAdapterOptions,
     OptimizerOptions,
-    ResumeOptions,
     RunOptions,
     SeedOptions,
     derive_config,
