@@ -507,6 +507,9 @@ def _round_figure(plots: "Plots", title: str, slug: str, series: dict[str, list[
     """Per-round means with their 95% CIs as error bars, one line per series (round 0 = the base)."""
     from matplotlib.figure import Figure
 
+    series = {label: points for label, points in series.items() if points}
+    if not series:
+        return ""
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.add_subplot()
     for label, points in series.items():
@@ -555,12 +558,13 @@ def _iterate_section(s: dict, plots: "Plots") -> str:
         new = (r.get("reward_model") or {}).get("eval_accuracy_vs_labels")
         rows.append([f"round {r['round']}", _ci(r["gold"]["final"]), _ci(r["proxy"]["final"]),
                      format_kl_ci(r["kl_to_initial"], r.get("kl_k3_to_initial")),
-                     "-" if old is None else f"{old:.1%}", "-" if new is None else f"{new:.1%}", str(r["labels_used"])])
+                     f"{old:.1%}" if _is_number(old) else "-", f"{new:.1%}" if _is_number(new) else "-",
+                     str(r["labels_used"])])
         series["gold"].append({"round": r["round"], **r["gold"]["final"]})
         series["proxy (that round's RM)"].append({"round": r["round"], **r["proxy"]["final"]})
         kl["KL to the initial policy (nats)"].append({"round": r["round"], **r["kl_to_initial"]})
         for name, value in (("previous RM on the fresh pairs", old), ("new RM held-out", new)):
-            if value is not None:
+            if _is_number(value):
                 acc[name].append({"round": r["round"], "mean": value})
     return ("<h2>Iterated online RLHF</h2><p>Labels by " + _esc(s.get("labeler")) + ", KL anchor "
             + _esc(s.get("anchor")) + ". Gold and proxy on held-out prompts with 95% CIs; the previous round's reward "

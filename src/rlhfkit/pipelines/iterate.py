@@ -222,7 +222,8 @@ def _ci(d: dict, fmt: str = "{:+.3f}") -> str:
 
 
 def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
+    """A share as a percentage; '-' for none, or NaN (no hard label to be right about: all ties)."""
+    return f"{x:.1%}" if isinstance(x, (int, float)) and x == x else "-"
 
 
 def round_line(row: dict) -> str:
