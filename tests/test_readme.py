@@ -68,6 +68,13 @@ FAST: dict[str, list[str]] = {
     "bench": ["--policy", TINY, "--tasks", "arithmetic", "--preset", "custom", "--methods", "grpo,best_of_n",
               "--sample-budget", "8", "--batch-size", "8", "--eval-prompts", "4", "--best-of-n", "2",
               "--max-new-tokens", "3", "--precision", "fp32"],
+    "rft": ["--policy", TINY, "--rounds", "1", "--n", "2", "--prompts-per-round", "4", "--eval-prompts", "4",
+            "--max-new-tokens", "4", "--precision", "fp32"],
+    "iterate": ["--policy", TINY, "--reward-backbone", TINY, "--judge", TINY, "--rm-prompts", "12", "--rm-epochs", "1",
+                "--ppo-steps", "1", "--batch-size", "4", "--mini-batch-size", "4", "--micro-batch-size", "2",
+                "--eval-prompts", "4", "--eval-samples-per-prompt", "1", "--max-new-tokens", "4", "--precision", "fp32"],
+    "pareto": ["--policy", TINY, "--n", "2", "--eval-prompts", "4", "--max-new-tokens", "4", "--batch-size", "4",
+               "--mini-batch-size", "4", "--precision", "fp32"],
     "eval sample": ["--policies", f"base={TINY},ppo=runs/quickstart,best_of_n:{TINY}:2:gold", "--n-prompts", "4",
                     "--max-new-tokens", "4"],
     "serve": [TINY, "--precision", "fp32"],  # MODEL, the positional the README leaves to its default
@@ -112,6 +119,8 @@ SKIP: dict[str, str] = {
     "--threads 1": "a benchmark (minutes), not a command of the tour",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py --quick": "the over-optimization experiment (tens of minutes)",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py": "the over-optimization experiment (about an hour here)",
+    "rlhfkit iterate --labeler feedback --feedback-db feedback.sqlite --labels-per-round 40 --run-name iterate-people":
+        "waits for people to label in the feedback app (tests/test_loops.py runs it with an annotator answering meanwhile)",
     "rlhfkit eval metrics --samples runs/eval/samples/ppo.jsonl --references refs.jsonl":
         "refs.jsonl stands for your own reference file",
 }

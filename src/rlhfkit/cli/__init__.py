@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "rlhfkit.cli.tasks",  # tasks
     "rlhfkit.cli.bench",  # bench
     "rlhfkit.cli.serve",  # serve
+    "rlhfkit.cli.loops",  # rft, iterate, pareto
 ]
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from rlhfkit.evaluation.pareto import pareto_figure, pareto_rows
 from rlhfkit.evaluation.tables import format_kl, format_kl_ci
 
 PLOT_GROUPS: list[tuple[str, Any]] = [
@@ -82,6 +83,9 @@ class RunFiles:
     @property
     def kind(self) -> str:
         s, cfg = self.summary, self.config_text
+        loop = loop_kind(s, cfg)
+        if loop:
+            return loop
         if s.get("command") == "overopt" or "label_counts:" in cfg:
             return "overopt"
         if "reward_model" in s and "ppo" in s or "rm_prompts:" in cfg:
@@ -440,7 +444,7 @@ th{background:#f1f4f8} .samples td{max-width:28em;white-space:pre-wrap} .prompt{
 def render(run: RunFiles, plots: Plots) -> str:
     s = run.summary
     notes = "".join(f"<p class=note>{_esc(n)}</p>" for n in run.notes)
-    parts = [_headline(run), _overopt(s, plots), _win_rates(s), _leaderboard(s, plots), training_curves(run.metrics, plots),
+    parts = [_headline(run), _overopt(s, plots), loops_section(s, plots), _win_rates(s), _leaderboard(s, plots), training_curves(run.metrics, plots),
              _samples(run.samples), _stage_times(s)]
     numbers = flatten(s)
     if numbers:
@@ -482,3 +486,110 @@ def write_report(run_dir: str | Path, echo: Callable[[str], None] | None = None)
         return None
     say(f"[rlhfkit] report: {out}")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the closed loops: rft, iterate, pareto (issue 14)
+
+
+def loop_kind(s: dict, cfg: str) -> str:
+    """'rft', 'iterate' or 'pareto' for a run of those commands (by its summary, or while it runs
+    by an option only its config has), else ''."""
+    if s.get("command") in ("rft", "iterate", "pareto"):
+        return s["command"]
+    for option, kind in (("prompts_per_round:", "rft"), ("labeler:", "iterate"), ("weight_steps:", "pareto")):
+        if option in cfg:
+            return kind
+    return ""
+
+
+def _round_figure(plots: "Plots", title: str, slug: str, series: dict[str, list[dict]]) -> str:
+    """Per-round means with their 95% CIs as error bars, one line per series (round 0 = the base)."""
+    from matplotlib.figure import Figure
+
+    series = {label: points for label, points in series.items() if points}
+    if not series:
+        return ""
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.add_subplot()
+    for label, points in series.items():
+        xs = [p["round"] for p in points]
+        ys = [p["mean"] for p in points]
+        err = [[p["mean"] - p.get("ci_low", p["mean"]) for p in points], [p.get("ci_high", p["mean"]) - p["mean"] for p in points]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.3, label=label)
+    ax.set_xlabel("round (0: the initial policy)")
+    ax.set_xticks(sorted({p["round"] for pts in series.values() for p in pts}))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return plots._img(fig, slug, title)
+
+
+def _rft_section(s: dict, plots: "Plots") -> str:
+    rows, series = [], {"held-out reward": [], "held-out gold": []}
+    base = s.get("base") or {}
+    if _is_ci(base.get("reward")):
+        rows.append(["base", "", _ci(base["reward"]), _ci(base["gold"]), "0"])
+        series["held-out reward"].append({"round": 0, **base["reward"]})
+        series["held-out gold"].append({"round": 0, **base["gold"]})
+    for r in s.get("rounds", []):
+        ev = r["evaluation"]
+        rows.append([f"round {r['round']}", _num(r["winner_reward_mean"]), _ci(ev["reward"]["final"]), _ci(ev["gold"]["final"]),
+                     format_kl(ev["kl_to_reference"]["mean"])])
+        series["held-out reward"].append({"round": r["round"], **ev["reward"]["final"]})
+        series["held-out gold"].append({"round": r["round"], **ev["gold"]["final"]})
+    return ("<h2>Rejection-sampling fine-tuning</h2><p>Each round: best-of-" + _esc(s.get("n")) + " against "
+            + _esc(s.get("reward")) + " on new training prompts, SFT on the winners, then the held-out prompts "
+            "(95% bootstrap CIs; KL to the base policy in nats).</p>"
+            + _table(["", "winners' reward (train)", "held-out reward (95% CI)", "gold (95% CI)", "KL to base"], rows)
+            + _round_figure(plots, "RFT: held-out reward and gold per round", "rft-rounds", series))
+
+
+def _iterate_section(s: dict, plots: "Plots") -> str:
+    rows = []
+    series: dict[str, list[dict]] = {"gold": [], "proxy (that round's RM)": []}
+    kl, acc = {"KL to the initial policy (nats)": []}, {"previous RM on the fresh pairs": [], "new RM held-out": []}
+    base = s.get("base") or {}
+    if "gold_mean" in base:
+        series["gold"].append({"round": 0, "mean": base["gold_mean"]})
+        kl["KL to the initial policy (nats)"].append({"round": 0, "mean": 0.0})
+    for r in s.get("rounds", []):
+        old = (r.get("previous_rm_on_fresh") or {}).get("accuracy_vs_labels")
+        new = (r.get("reward_model") or {}).get("eval_accuracy_vs_labels")
+        rows.append([f"round {r['round']}", _ci(r["gold"]["final"]), _ci(r["proxy"]["final"]),
+                     format_kl_ci(r["kl_to_initial"], r.get("kl_k3_to_initial")),
+                     f"{old:.1%}" if _is_number(old) else "-", f"{new:.1%}" if _is_number(new) else "-",
+                     str(r["labels_used"])])
+        series["gold"].append({"round": r["round"], **r["gold"]["final"]})
+        series["proxy (that round's RM)"].append({"round": r["round"], **r["proxy"]["final"]})
+        kl["KL to the initial policy (nats)"].append({"round": r["round"], **r["kl_to_initial"]})
+        for name, value in (("previous RM on the fresh pairs", old), ("new RM held-out", new)):
+            if _is_number(value):
+                acc[name].append({"round": r["round"], "mean": value})
+    return ("<h2>Iterated online RLHF</h2><p>Labels by " + _esc(s.get("labeler")) + ", KL anchor "
+            + _esc(s.get("anchor")) + ". Gold and proxy on held-out prompts with 95% CIs; the previous round's reward "
+            "model scored on this round's fresh pairs (how far the policy moved from what it knew).</p>"
+            + _table(["", "gold (95% CI)", "proxy (95% CI)", "KL to initial (nats)", "previous RM on fresh pairs",
+                      "new RM held-out", "labels used"], rows)
+            + "<div class=plots>" + _round_figure(plots, "Iterate: gold and proxy per round", "iterate-rewards", series)
+            + _round_figure(plots, "Iterate: KL to the initial policy", "iterate-kl", kl)
+            + _round_figure(plots, "Iterate: reward-model accuracy (labels)", "iterate-rm-accuracy",
+                            {k: v for k, v in acc.items() if v}) + "</div>")
+
+
+def _pareto_section(s: dict, plots: "Plots") -> str:
+    header, rows = pareto_rows(s)
+    return ("<h2>Pareto front</h2><p>Every weight mix of " + _esc(", ".join(s["objectives"])) + " optimised by "
+            + _esc(s.get("algo")) + " and measured on " + _esc(s.get("eval_prompts")) + " held-out prompts (95% CIs); "
+            + _esc(s.get("front_size")) + " of " + _esc(len(s["points"])) + " mixes are non-dominated.</p>"
+            + plots._img(pareto_figure(s), "pareto", "objectives of every weight mix, the non-dominated ones filled")
+            + _table(header, rows))
+
+
+def loops_section(s: dict, plots: "Plots") -> str:
+    """The section of an rft, iterate or pareto run ('' for any other run or one without results yet)."""
+    builders = {"rft": (_rft_section, "rounds"), "iterate": (_iterate_section, "rounds"), "pareto": (_pareto_section, "points")}
+    if s.get("command") not in builders:
+        return ""
+    build, key = builders[s["command"]]
+    return build(s, plots) if s.get(key) else ""

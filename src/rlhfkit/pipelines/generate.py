@@ -40,11 +40,13 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str],
 
 def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
     """Best-of-n from `rows` (n consecutive candidates per prompt): the row the reward scores
-    highest (the first on ties), with every candidate's reward and the KL bound."""
+    highest (the first on ties), with every candidate's reward and the KL bound. Each winner also
+    carries its response as `completion`, so the file is SFT data as it stands (rejection-sampling
+    fine-tuning: `rlhfkit sft --data best.jsonl`)."""
     scores = torch.tensor([float(s) for s in reward([r["prompt"] for r in rows], [r["response"] for r in rows])],
                           dtype=torch.float64).view(-1, n)  # (prompts, n)
     bound = best_of_n_kl_bound(n)
-    return [rows[i * n + int(j)] | {"reward": float(scores[i, j]), "candidate_rewards": scores[i].tolist(),
+    return [rows[i * n + int(j)] | {"completion": rows[i * n + int(j)]["response"], "reward": float(scores[i, j]), "candidate_rewards": scores[i].tolist(),
                                     "best_of": n, "kl_bound": bound}
             for i, j in enumerate(scores.argmax(dim=1).tolist())]
 

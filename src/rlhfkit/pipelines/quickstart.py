@@ -186,16 +186,26 @@ def _sample_pairs(q: _Run, policy, tokenizer) -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-def _label_pairs(q: _Run, prompts: list[str], responses: list[str]) -> dict:
-    """2. Label each pair with the gold scorer acting as a simulated, noisy human; hold some out."""
+def _label_pairs(q: _Run, prompts: list[str], responses: list[str], seed: int | None = None,
+                 filename: str = "preferences.jsonl") -> dict:
+    """2. Label each pair with the gold scorer acting as a simulated, noisy human; hold some out.
+    (`rlhfkit iterate` labels each round with its own seed into its own file.)"""
     cfg = q.cfg
     doubled = [p for p in prompts for _ in range(2)]
     gold = q.task.gold(doubled, responses)
     labelled, identical = simulated_human_labels(
-        prompts, responses[0::2], responses[1::2], gold[0::2], gold[1::2], cfg.label_temperature, random.Random(cfg.seed))
-    write_jsonl(q.run.path / "preferences.jsonl", [
-        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "gold_chosen": g[0], "gold_rejected": g[1]}
-        for p, g in labelled])
+        prompts, responses[0::2], responses[1::2], gold[0::2], gold[1::2], cfg.label_temperature,
+        random.Random(cfg.seed if seed is None else seed))
+    return split_labelled(q, labelled, identical, filename)
+
+
+def split_labelled(q: _Run, labelled: list, identical: int, filename: str = "preferences.jsonl") -> dict:
+    """Labelled pairs [(record, (gold of chosen, gold of rejected))] written to `filename` and split:
+    the first rm_eval_fraction held out for the reward model's accuracy."""
+    cfg = q.cfg
+    write_jsonl(q.run.path / filename, [
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "label": p.label, "gold_chosen": g[0],
+         "gold_rejected": g[1]} for p, g in labelled])
     n_eval = max(1, int(len(labelled) * cfg.rm_eval_fraction))
     eval_set, train_set = labelled[:n_eval], labelled[n_eval:]
     agreement = sum(g[0] >= g[1] for _, g in labelled) / max(len(labelled), 1)
