@@ -64,6 +64,12 @@ def _resume(trainer: OnlineTrainer, checkpointer, run: RunDir) -> tuple[dict | N
 
 
 def run_rl(cfg: RLRunConfig) -> dict:
+    if cfg.env:  # multi-turn episodes: their own flow (imported here: it reuses this module's helpers)
+        from rlhfkit.pipelines.env_rl import run_env_rl
+
+        return run_env_rl(cfg)
+    if cfg.reward_granularity == "token" and cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
+        raise ConfigError(f"--reward-granularity token needs --algo ppo, reinforce or reinforce_pp (not {cfg.algo})")
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
     resolve_policy_path(cfg.policy)
@@ -95,7 +101,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
         run.log_metrics({"stage": "rl", **stats, **components})
 
     trainer = OnlineTrainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
-                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples)
+                            gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples,
+                            reward_granularity=cfg.reward_granularity)
     checkpointer = run.checkpointer(cfg.checkpoint_every)
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []
