@@ -133,3 +133,105 @@ def test_kl_rewards_and_loss_cover_the_policy_tokens_only(tiny_llama, tiny_tok, 
     noisy = advantages + 7.0 * user.float()  # anything on the user's tokens
     for a, b in zip(grads(advantages), grads(noisy)):
         torch.testing.assert_close(a, b)
+
+
+def _rl(tiny_dir, tmp_path, *extra):
+    from rlhfkit.cli import main
+
+    out = tmp_path / "runs"
+    code = main(["rl", "--policy", tiny_dir, "--batch-size", "4", "--mini-batch-size", "4", "--micro-batch-size", "2",
+                 "--max-new-tokens", "4", "--precision", "fp32", "--steps", "1", "--eval-prompts", "3",
+                 "--output-dir", str(out), "--run-name", "r", *extra])
+    assert code == 0
+    return out / "r"
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo", "reinforce", "ppo"])
+def test_rl_env_calculator_runs_for_each_algo(tiny_dir, tmp_path, algo):
+    run = _rl(tiny_dir, tmp_path, "--env", "calculator", "--algo", algo)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env"] == "calculator" and summary["steps"] == 1
+    for side in ("before", "after"):
+        assert set(summary[side]["success"]) == {"mean", "ci_low", "ci_high"}
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "episode/tool_call_success_rate" in metrics[-1]
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    turns = rows[0]["episode"]["turns"]
+    assert [t["role"] for t in turns[:3]] == ["system", "user", "assistant"] and "reward" in turns[2]
+    assert "base_episode" in rows[0]
+    assert "<h2>Episodes</h2>" in (run / "report.html").read_text()
+
+
+def test_rl_env_takes_a_user_class_from_a_file_and_the_dialogue(tiny_dir, tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "envs" / "guess_number.py"
+    run = _rl(tiny_dir, tmp_path, "--env", f"{example}:GuessNumber", "--algo", "grpo", "--max-turns", "2")
+    assert json.loads((run / "summary.json").read_text())["max_turns"] == 2
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert rows[0]["episode"]["policy_turns"] <= 2
+    run = _rl(tiny_dir, tmp_path, "--env", "dialogue", "--algo", "reinforce", "--overwrite")
+    assert json.loads((run / "summary.json").read_text())["env"] == "dialogue"
+
+
+# -- learning: GRPO raises the tool-call success rate ---------------------------------------------
+
+
+def _calc_tokenizer():
+    """A word-level tokenizer of 14 tokens in which `calc(` is one token: 'calc( 1 + 2 )' is five."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.models.tiny import _CHAT_TEMPLATE
+
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "<|tool|>"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.train_from_iterator(["calc( ) 1 2 + answer"], trainer=trainers.WordLevelTrainer(special_tokens=special))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>")
+    fast.chat_template = _CHAT_TEMPLATE
+    return fast
+
+
+class ToolUse(CalculatorEnv):
+    """The calculator's tool loop with the reward on the tool call itself: 1 when the first turn's
+    call evaluates (its result comes back as a tool message), then one more turn."""
+
+    def step(self, text):
+        if getattr(self, "called", False):
+            return StepResult([], 0.0, True)
+        calls = run_calls(text)
+        if not calls:
+            return StepResult([], 0.0, True)
+        self.called = True
+        content = "; ".join(str(c.get("result", "error")) for c in calls)
+        return StepResult([{"role": "tool", "content": content}], float(any("result" in c for c in calls)), False,
+                          {"tool_calls": calls})
+
+
+@pytest.mark.slow  # about 40 s on a 2-core machine: 80 GRPO steps of 32 episodes
+def test_grpo_raises_the_tool_call_success_rate():
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    tok = _calc_tokenizer()
+    assert tok.tokenize("calc( 1 + 2 )") == ["calc(", "1", "+", "2", ")"]
+    policy = tiny_causal_lm("llama", vocab_size=len(tok))
+    policy.requires_grad_(True)
+    reference = frozen_copy(policy)
+    rows = [{"prompt": "answer", "answer": 3}]
+
+    def success_rate():
+        ro = run_episodes(policy, tok, [ToolUse() for _ in range(64)], rows * 64,
+                          SamplingParams(strategy="sample", max_new_tokens=6), 2, 24, chat=True,
+                          generator=torch.Generator().manual_seed(1))
+        return sum(e["tool_successes"] > 0 for e in ro.episodes) / 64
+
+    before = success_rate()
+    cfg = RLConfig(algo="grpo", steps=80, batch_size=32, group_size=16, mini_batch_size=32, max_new_tokens=6,
+                   learning_rate=5e-3, init_kl_coef=0.0, seed=0)
+    OnlineTrainer(policy, tok, None, cfg, reference=reference, chat=True, env=ToolUse, episode=(2, 24)).train(rows, progress=False)
+    after = success_rate()
+    assert before < 0.1 and after > 0.5, (before, after)  # 1.0, 0.98, 0.67 with seeds 0, 1, 2
