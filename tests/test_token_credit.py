@@ -1,5 +1,5 @@
 """Token-level credit: the redistribution math worked by hand, and in the online trainer the dense
-token rewards of every sequence add up to its score (REFERENCES.md, token-level credit)."""
+token rewards of every sequence add up to its score (the SENSEI idea of a sequence score distributed over its tokens)."""
 
 import math
 

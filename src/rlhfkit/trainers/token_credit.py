@@ -1,6 +1,6 @@
 """Token-level credit for online RL (`--reward-granularity token`): a token-level reward model
 trained from the sequence scores the reward function gives, whose per-token scores become dense
-rewards (algorithms/token_credit.py: the math; REFERENCES.md).
+rewards (algorithms/token_credit.py: the math).
 
 The model is a linear head ŝ_t = w·h_t + b on the frozen reference's last hidden state after
 token t (the adapter-disabled base under LoRA): the features do not move while the policy
