@@ -64,7 +64,8 @@ def _resume(trainer: OnlineTrainer, checkpointer, run: RunDir) -> tuple[dict | N
 
 
 def run_rl(cfg: RLRunConfig) -> dict:
-    if cfg.env:  # multi-turn episodes: their own flow (imported here: it reuses this module's helpers)
+    if cfg.env:
+        # multi-turn episodes have their own flow (imported here: it imports this module's helpers)
         from rlhfkit.pipelines.env_rl import run_env_rl
 
         return run_env_rl(cfg)
