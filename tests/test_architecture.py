@@ -31,10 +31,14 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": {"algorithms", "data", "models", "generation", "rewards"},
     "feedback": {"algorithms", "data", "models", "generation", "rewards", "tasks"},
     "trainers": {"algorithms", "data", "models", "generation", "rewards", "tasks"},
+    # multi-turn environments (issue 15): the episode protocol and its built-ins; the calculator
+    # reads the arithmetic task. Trainers and generation play them duck-typed, without importing envs.
+    "envs": {"algorithms", "data", "tasks"},
     "evaluation": {"algorithms", "data", "models", "generation", "rewards", "tasks", "feedback"},
-    "pipelines": {"algorithms", "data", "models", "generation", "rewards", "tasks", "feedback", "trainers", "evaluation"},
+    "pipelines": {"algorithms", "data", "models", "generation", "rewards", "tasks", "feedback", "trainers", "evaluation",
+                  "envs"},
     "cli": {"algorithms", "data", "models", "generation", "rewards", "tasks", "feedback", "trainers", "evaluation",
-            "pipelines", "tabular"},
+            "pipelines", "tabular", "envs"},
     "tabular": set(),
 }
 # Third-party packages `algorithms/` may use: pure math on tensors.

@@ -124,6 +124,11 @@ class Rollout:
     prompts / responses: the decoded text, length B
     finished:       (B,) bool, ended with EOS (None when the sampler does not know)
     action_mask:    (B, T, V) bool, NLPO's allowed tokens per step (None without a masker)
+    Multi-turn episodes (generation/episodes.py) add three fields; single-turn rollouts leave them None:
+    policy_mask:    (B, T) float, 1 on the policy's own tokens only; the response then holds the
+                    user/tool turns too (response_mask: 1 on every real token, what attention sees)
+    token_scores:   (B, T) float, each turn's environment reward on that turn's last policy token
+    episodes:       length B, each episode's transcript {"turns": [...], "return": float, ...}
     """
 
     prompt_ids: "torch.Tensor"
@@ -135,6 +140,9 @@ class Rollout:
     responses: list[str]
     finished: "torch.Tensor | None" = None
     action_mask: "torch.Tensor | None" = None
+    policy_mask: "torch.Tensor | None" = None
+    token_scores: "torch.Tensor | None" = None
+    episodes: "list[dict] | None" = None
 
 
 @dataclass(frozen=True)
@@ -199,5 +207,7 @@ class ScoredRollout:
 
     @property
     def mask(self) -> "torch.Tensor":
-        """(B, T) float, 1 on real response tokens."""
-        return self.rollout.response_mask
+        """(B, T) float, 1 on the tokens the loss and KL cover: the real response tokens, or in
+        a multi-turn episode the policy's own tokens only."""
+        ro = self.rollout
+        return ro.policy_mask if ro.policy_mask is not None else ro.response_mask

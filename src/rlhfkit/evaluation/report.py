@@ -445,7 +445,7 @@ def render(run: RunFiles, plots: Plots) -> str:
     s = run.summary
     notes = "".join(f"<p class=note>{_esc(n)}</p>" for n in run.notes)
     parts = [_headline(run), _overopt(s, plots), loops_section(s, plots), _win_rates(s), _leaderboard(s, plots), training_curves(run.metrics, plots),
-             _samples(run.samples), _stage_times(s)]
+             _samples(run.samples), _episodes(run.samples), _stage_times(s)]
     numbers = flatten(s)
     if numbers:
         parts.append("<h2>All summary numbers</h2><details><summary>summary.json, flattened "
@@ -593,3 +593,42 @@ def loops_section(s: dict, plots: "Plots") -> str:
         return ""
     build, key = builders[s["command"]]
     return build(s, plots) if s.get(key) else ""
+# multi-turn episodes (rlhfkit rl --env): a few transcripts, turn by turn
+
+MAX_EPISODES = 4
+
+
+def _episode_turns(episode: dict) -> str:
+    rows = []
+    for turn in episode.get("turns", []):
+        role = str(turn.get("role", ""))
+        if role == "system":
+            continue
+        extra = []
+        if "reward" in turn:
+            extra.append(f"reward {float(turn['reward']):+.2f}")
+        for call in turn.get("tool_calls", []):
+            outcome = call.get("result", f"error: {call.get('error', '')}")
+            extra.append(f"calc({call.get('expression', '')}) = {outcome}")
+        note = f'<span class=score>{_esc("; ".join(extra))}</span> ' if extra else ""
+        rows.append(f"<tr><td class=prompt>{_esc(role)}</td><td>{note}{_esc(turn.get('content', ''))}</td></tr>")
+    return "".join(rows)
+
+
+def _episodes(rows: list[dict]) -> str:
+    """The first episodes of the final policy (and the base policy's episode on the same row)."""
+    shown = [r for r in rows if isinstance(r.get("episode"), dict)][:MAX_EPISODES]
+    if not shown:
+        return ""
+    parts = []
+    for r in shown:
+        for label, key in (("final", "episode"), ("base", "base_episode")):
+            e = r.get(key)
+            if not isinstance(e, dict):
+                continue
+            head = (f"{label}: return {float(e.get('return', 0)):+.2f}, {e.get('policy_turns', '?')} policy turns, "
+                    f"{e.get('tool_calls', 0)} tool calls, ended: {e.get('ended', '')}")
+            parts.append(f"<h3>{_esc(head)}</h3><table class=samples><tbody>{_episode_turns(e)}</tbody></table>")
+    return (f"<h2>Episodes</h2><p>The first {len(shown)} held-out episodes, turn by turn (system prompts "
+            f"hidden), with each policy turn's reward and tool calls.</p>{''.join(parts)}")
+

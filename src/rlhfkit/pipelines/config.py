@@ -163,8 +163,25 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 
 
 @dataclass
+class EpisodeOptions:
+    """Multi-turn episodes with an environment (envs/), and token-level credit."""
+
+    help_group: ClassVar[str] = "multi-turn episodes and token credit"
+    limits: ClassVar[dict[str, str]] = {"max_turns": ">= 1", "episode_tokens": ">= 1"}
+
+    env: str = ""
+    """play multi-turn episodes with an environment instead of single responses: calculator (arithmetic with a calc(EXPR) tool), dialogue (a scripted user with a hidden goal), or a class my_module:MyEnv / path/file.py:MyEnv (reset(row) -> messages, step(text) -> (messages, reward, done)); the environment's rewards replace --reward"""
+    max_turns: int | None = None
+    """policy turns per episode (default: the environment's own limit)"""
+    episode_tokens: int | None = None
+    """token budget of an episode after its opening prompt, policy and environment turns together (default: the environment's own)"""
+    reward_granularity: Literal["sequence", "token"] = "sequence"
+    """sequence: the score on the last token; token: dense per-token rewards from a token-level reward model trained on the sequence scores (their sum is the score exactly; ppo, reinforce, reinforce_pp)"""
+
+
+@dataclass
 class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions,
-                  RolloutBackendOptions):
+                  RolloutBackendOptions, EpisodeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
     help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}

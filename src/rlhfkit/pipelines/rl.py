@@ -66,6 +66,13 @@ def _resume(trainer: OnlineTrainer, checkpointer, run: RunDir) -> tuple[dict | N
 
 
 def run_rl(cfg: RLRunConfig) -> dict:
+    if cfg.env:
+        # multi-turn episodes have their own flow (imported here: it imports this module's helpers)
+        from rlhfkit.pipelines.env_rl import run_env_rl
+
+        return run_env_rl(cfg)
+    if cfg.reward_granularity == "token" and cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
+        raise ConfigError(f"--reward-granularity token needs --algo ppo, reinforce or reinforce_pp (not {cfg.algo})")
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
     resolve_policy_path(cfg.policy)
@@ -101,7 +108,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         backend = make_backend(cfg, cfg.policy, tokenizer=tokenizer, device=device, seed=cfg.seed)
     trainer = make_online_trainer(policy, tokenizer, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=chat,
                                   gold_fn=gold_fn, logger=log, ptx_examples=ptx_examples, rollout_backend=backend,
-                                  importance_cap=cfg.importance_cap)
+                                  importance_cap=cfg.importance_cap, reward_granularity=cfg.reward_granularity)
     checkpointer = run.checkpointer(cfg.checkpoint_every)
     summary: dict = {"algo": cfg.algo, "policy": cfg.policy, "reward": cfg.reward}
     base_texts: list[str] = []

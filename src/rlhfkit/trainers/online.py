@@ -50,8 +50,10 @@ from rlhfkit.algorithms.grpo_variants import (
     zero_variance_groups,
 )
 from rlhfkit.algorithms.preference import sft_loss
+from rlhfkit.algorithms.token_credit import dense_token_rewards
 from rlhfkit.data.chat import pad_token_id
 from rlhfkit.data.collators import collate_sft, tokenize_sft
+from rlhfkit.generation.episodes import episode_stats, run_episodes
 from rlhfkit.generation.sampling import NucleusMasker, SamplingParams, generate
 from rlhfkit.models.forward import response_forward, trim_padding
 from rlhfkit.models.heads import ValueHead
@@ -62,6 +64,7 @@ from rlhfkit.trainers.checkpoint import Checkpointer, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.trainers.dynamic_sampling import refill
+from rlhfkit.trainers.token_credit import TokenRewardModel
 from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -239,6 +242,11 @@ class OnlineTrainer:
     server, vLLM), given the policy's weights after every update; None: our own sampler. Its
     log-probs differ from the trainer's, so each token's policy loss is weighted by
     min(exp(log π_old − log π_sampler), importance_cap) (TRL's correction; cap 0: none).
+    env: an environment class (envs/): each iteration then plays multi-turn episodes, one fresh
+    instance per episode, on task rows (dicts) instead of prompts, scored by the environment's
+    rewards (reward_fn unused); `episode` = (turn limit, token budget), None: the class's own.
+    reward_granularity: "sequence" (the score on the last token) or "token" (dense rewards from a
+    token-level reward model trained on the scores, `TokenRewardModel`).
     """
 
     def __init__(
@@ -255,6 +263,9 @@ class OnlineTrainer:
         ptx_examples: Sequence | None = None,
         rollout_backend=None,
         importance_cap: float = 2.0,
+        env: type | None = None,
+        episode: tuple[int, int] | None = None,
+        reward_granularity: str = "sequence",
     ):
         if reference is None and not is_lora(policy):
             raise ValueError("a full (non-LoRA) policy needs a reference model: pass reference=frozen_copy(policy)")
@@ -294,13 +305,60 @@ class OnlineTrainer:
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
-        self.plan = pass_plan(cfg, self.value_head is not None, self.masker is not None)
-        self.step_count = 0
         self.backend, self.importance_cap = rollout_backend, importance_cap
         self._backend_synced = False
+        self._choose_rollout(env, episode, reward_granularity, hidden)
+        self.plan = pass_plan(cfg, self.value_head is not None, self.masker is not None)
+        self.step_count = 0
         self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
         self.last_scored: ScoredRollout | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Rollouts: single-turn (prompt -> response -> reward_fn) or multi-turn episodes with an
+    # environment, chosen once here; dense token rewards likewise.
+
+    def _choose_rollout(self, env, episode, reward_granularity: str, hidden: int) -> None:
+        cfg = self.cfg
+        self.env, self.token_credit = env, None
+        if env is not None and cfg.algo in ("remax", "nlpo"):
+            raise ValueError(f"multi-turn episodes work with ppo, reinforce, rloo, grpo, reinforce_pp; not {cfg.algo}")
+        if env is not None and self.backend is not None:
+            raise ValueError("multi-turn episodes are played by our own sampler; --rollout-backend openai/vllm "
+                             "serve single-turn rollouts only")
+        if reward_granularity not in ("sequence", "token"):
+            raise ValueError(f"reward granularity must be sequence or token, got {reward_granularity!r}")
+        if reward_granularity == "token":
+            if cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
+                raise ValueError(f"token-level rewards need a per-token estimator (ppo, reinforce, reinforce_pp); "
+                                 f"{cfg.algo} sums each sequence's rewards")
+            self.token_credit = TokenRewardModel(self.policy, self.reference, hidden, self.device)
+        self.episode_limits = episode or (getattr(env, "max_turns", 4), getattr(env, "max_tokens", 192))
+        self.rollout_fn = self._single_turn_rollout if env is None else self._episode_rollout
+        self.score_fn = self._single_turn_scores if env is None else self._episode_scores
+
+    def _single_turn_rollout(self, prompts: list[str]) -> Rollout:
+        return self._generate(prompts)
+
+    def _single_turn_scores(self, ro: Rollout) -> torch.Tensor:
+        return self._reward(ro.prompts, ro.responses)
+
+    def _episode_rollout(self, rows: list[dict]) -> Rollout:
+        max_turns, max_tokens = self.episode_limits
+        return run_episodes(self.policy, self.tokenizer, [self.env() for _ in rows], rows, self.sampling, max_turns,
+                            max_tokens, chat=self.chat, generator=self.generator, compute_dtype=self.compute_dtype)
+
+    def _episode_scores(self, ro: Rollout) -> torch.Tensor:
+        """(B,) each episode's return: the sum of its turns' rewards."""
+        scores = torch.tensor([float(e["return"]) for e in ro.episodes], device=self.device)
+        check_finite("reward", scores, self.step_count)
+        return scores
+
+    def _dense_scores(self, ro: Rollout, mask: torch.Tensor, raw_scores: torch.Tensor) -> torch.Tensor | None:
+        """(B, T) per-token scores adding up to the raw scores, or None for a terminal score only."""
+        if self.token_credit is not None:
+            return self.token_credit.dense(ro, mask, raw_scores, self._autocast)
+        return ro.token_scores  # an episode's per-turn rewards; None for a single turn
 
     # ------------------------------------------------------------------------------------------
     def _snapshot(self):
@@ -353,20 +411,24 @@ class OnlineTrainer:
     def _scored_rollout(self, ro: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor,
                         baseline_scores: torch.Tensor | None, passes: PolicyPasses) -> ScoredRollout:
         """The rollout with its old/anchor passes, per-token KL and KL-shaped token rewards."""
-        mask = ro.response_mask
+        mask = ro.policy_mask if ro.policy_mask is not None else ro.response_mask  # the policy's own tokens
         kl_coef = self.kl_ctl.value
         # the KL penalty uses the policy's own (unmasked) log-probs, also under NLPO
         if passes.anchor_logprobs is not None:
             kl = self.kl_fn(passes.old.unmasked_logprobs, passes.anchor_logprobs) * mask  # (B, T)
         else:
             kl = torch.zeros_like(mask)  # β = 0: not computed
-        token_rewards = kl_penalized_token_rewards(scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
+        dense = self._dense_scores(ro, mask, raw_scores)
+        if dense is None:
+            token_rewards = kl_penalized_token_rewards(scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
+        else:
+            token_rewards = dense_token_rewards(dense, scores, raw_scores, kl, self.kl_placement.reward_coef(kl_coef), mask)
         weights = None
         if self.backend is not None and self.importance_cap > 0:
             # the sampler's log-probs (ro.logprobs) against the trainer's own π_old
             weights, self._importance_stats = truncated_importance_weights(passes.old.logprobs, ro.logprobs, mask,
                                                                            self.importance_cap)
-        return ScoredRollout(importance_weights=weights, 
+        return ScoredRollout(importance_weights=weights,
             rollout=ro, raw_scores=raw_scores, scores=scores, baseline_scores=baseline_scores,
             old_logprobs=passes.old.logprobs, unmasked_logprobs=passes.old.unmasked_logprobs,
             anchor_logprobs=passes.anchor_logprobs, old_values=passes.old.values, entropy=passes.old.entropy,
@@ -433,7 +495,7 @@ class OnlineTrainer:
 
     def _grad_forward(self, ro: Rollout, idx: torch.Tensor, with_entropy: bool = False):
         """The rows `idx` of the rollout, padding trimmed, forwarded with grad: (ForwardOutput,
-        response mask (b, T'))."""
+        loss mask (b, T')): the response mask, or an episode's policy-token mask."""
         p_ids, p_mask, r_ids, r_mask = trim_padding(ro.prompt_ids[idx], ro.prompt_mask[idx],
                                                     ro.response_ids[idx], ro.response_mask[idx])
         T = r_ids.shape[1]
@@ -441,6 +503,8 @@ class OnlineTrainer:
         with self._autocast():
             out = response_forward(self.policy, p_ids, p_mask, r_ids, r_mask, value_head=self.value_head,
                                    with_entropy=with_entropy, action_mask=action_mask)
+        if ro.policy_mask is not None:  # attention sees the whole episode; the loss the policy's tokens
+            return out, ro.policy_mask[idx, :T]
         return out, r_mask
 
     def _micro_loss(self, scored: ScoredRollout, idx: torch.Tensor, advantages: torch.Tensor,
@@ -549,16 +613,17 @@ class OnlineTrainer:
 
     # ------------------------------------------------------------------------------------------
     def step(self, prompts: Sequence[str]) -> dict[str, float]:
-        """One iteration on `prompts` (each is sampled group_size times). Returns the logged stats."""
+        """One iteration on `prompts` (each is sampled group_size times; with an environment, task
+        rows, each played group_size times). Returns the logged stats."""
         cfg = self.cfg
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
         times = [time.perf_counter()]
         # generate
         self.policy.eval()
-        ro = self._generate(prompts)
+        ro = self.rollout_fn(prompts)
         times.append(time.perf_counter())
         # score
-        raw_scores = self._reward(ro.prompts, ro.responses)
+        raw_scores = self.score_fn(ro)
         scores = self._shape_scores(raw_scores, ro.finished)
         ro, raw_scores, scores = self._after_scoring(ro, raw_scores, scores, prompts)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
@@ -640,6 +705,10 @@ class OnlineTrainer:
             stats.update({f"rollout/importance_{k}": v for k, v in self._importance_stats.items()})
         if ro.action_mask is not None:
             stats["nlpo/mask_size_mean"] = float(ro.action_mask.sum(-1).float()[mask > 0].mean())
+        if ro.episodes is not None:
+            stats.update(episode_stats(ro.episodes))
+        if self.token_credit is not None:
+            stats["token_credit/fit_loss"] = self.token_credit.last_loss
         if self.gold_fn is not None:
             gold = self.gold_fn(ro.prompts, ro.responses)
             stats["reward/gold_mean"] = float(sum(gold) / len(gold))
