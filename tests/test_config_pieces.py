@@ -302,10 +302,11 @@ def _expected(method: str, **values) -> dict:
 @pytest.mark.parametrize("method", ALGORITHMS)
 def test_compare_builds_each_methods_rlconfig_as_before(method):
     # defaults: 384 samples / 32 per step = 12 steps; mini-batch 32 // 2 = 16 = micro-batch;
-    # compare runs PPO/NLPO for 2 passes (not their published 4), the others their one
+    # compare runs PPO/NLPO for 2 passes (not their published 4), the others their one;
+    # max_new_tokens unset (None) until the pipeline gives it the task's own
     multi = method in ("ppo", "nlpo")
     expected = _expected(method, steps=12, batch_size=32, mini_batch_size=16, micro_batch_size=16,
-                         learning_rate=3e-4, max_new_tokens=24, seed=0, **({"ppo_epochs": 2} if multi else {}))
+                         learning_rate=3e-4, max_new_tokens=None, seed=0, **({"ppo_epochs": 2} if multi else {}))
     assert dataclasses.asdict(CompareConfig().rl_config(method)) == expected
     # other sizes: 640 / 64 = 10 steps, mini-batch 64 // 2 = 32; --ppo-epochs 3 reaches only PPO/NLPO
     cfg = CompareConfig(batch_size=64, sample_budget=640, learning_rate=1e-3, max_new_tokens=8, seed=3, ppo_epochs=3)
@@ -316,7 +317,7 @@ def test_compare_builds_each_methods_rlconfig_as_before(method):
 
 def test_quickstart_builds_its_ppo_and_reward_configs_as_before():
     expected = _expected("ppo", steps=25, batch_size=32, mini_batch_size=16, micro_batch_size=16, ppo_epochs=2,
-                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=6.0, kl_horizon=500.0, max_new_tokens=24, seed=0)
+                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=6.0, kl_horizon=500.0, max_new_tokens=None, seed=0)
     assert dataclasses.asdict(QuickstartConfig().ppo_config()) == expected
     assert dataclasses.asdict(QuickstartConfig().reward_config()) == {
         "epochs": 2, "batch_size": 16, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "weight_decay": 0.0,
@@ -324,7 +325,7 @@ def test_quickstart_builds_its_ppo_and_reward_configs_as_before():
     q = QuickstartConfig(ppo_steps=3, batch_size=16, mini_batch_size=8, micro_batch_size=4, seed=2, target_kl=None,
                          rm_batch_size=8, rm_epochs=1, rm_learning_rate=1e-4)
     expected = _expected("ppo", steps=3, batch_size=16, mini_batch_size=8, micro_batch_size=4, ppo_epochs=2,
-                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=None, kl_horizon=500.0, max_new_tokens=24, seed=2)
+                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=None, kl_horizon=500.0, max_new_tokens=None, seed=2)
     assert dataclasses.asdict(q.ppo_config()) == expected
     assert dataclasses.asdict(q.reward_config()) == {
         "epochs": 1, "batch_size": 8, "learning_rate": 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0,

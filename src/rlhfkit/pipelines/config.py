@@ -36,6 +36,10 @@ from rlhfkit.trainers.config import (
     RolloutOptions,
 )
 
+# --max-new-tokens left unset takes the task's own (pipelines.common.apply_task_defaults); the
+# figures are the built-in tasks' (tests/test_task_defaults.py checks them against the registry)
+TASK_MAX_NEW_TOKENS_HELP = "the task's own: sentiment 24, summarize 40, concepts 32, arithmetic 16, a task file's max_new_tokens (`rlhfkit tasks --json`)"
+
 LabelKind = Literal["pairwise", "ranking", "rating", "thumbs", "rewrite"]
 LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
@@ -106,6 +110,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
         "per_prompt": "PPO samples each prompt once", "trained": "the LoRA adapter and the value head (PPO)",
         "resumed": "(finished stages kept, the unfinished one from its latest checkpoint)",
     }
+    help_defaults: ClassVar[dict[str, str]] = {"max_new_tokens": TASK_MAX_NEW_TOKENS_HELP}
     limits: ClassVar[dict[str, str]] = {
         "rm_prompts": ">= 10", "label_temperature": "> 0", "rm_eval_fraction": "(0, 1)", "rm_epochs": ">= 1",
         "rm_batch_size": ">= 1", "rm_learning_rate": "> 0", "ppo_steps": ">= 1", "eval_prompts": ">= 2",
@@ -136,6 +141,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
     init_kl_coef: float = 0.1
     target_kl: float | None = 6.0
     kl_horizon: float = 500.0
+    max_new_tokens: int | None = None
     # 5. evaluation
     eval_prompts: int = 96
     """held-out prompts for the base-vs-final comparison"""
@@ -165,7 +171,8 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
 class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeOptions, RunOptions, ComputeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
-    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>",
+                                               "max_new_tokens": f"{TASK_MAX_NEW_TOKENS_HELP}; with --prompts, --task's"}
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
@@ -178,6 +185,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     """reward: gold (the task's scorer), vader, length, judge[:MODEL] (direct RLAIF), task:NAME (another task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function (fn(prompts, completions, **columns) -> list[float]), or a weighted mix 'A=1,B=0.5'"""
     eval_prompts: int = 64
     """held-out prompts scored before and after training (0: skip)"""
+    max_new_tokens: int | None = None
 
 
 # compare's --ppo-epochs is for the algorithms that reuse each batch; the others keep their one pass
@@ -194,6 +202,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     help_defaults: ClassVar[dict[str, str]] = {
         "mini_batch_size": "half of --batch-size",
         "ppo_epochs": f"{{default}} for {', '.join(MULTI_EPOCH_ALGORITHMS)}; the others make their one pass",
+        "max_new_tokens": TASK_MAX_NEW_TOKENS_HELP,
     }
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
@@ -214,6 +223,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     """LoRA learning rate of DPO"""
     best_of_n: int = 16
     """n of the best-of-n policy (its cost is n samples per query at inference)"""
+    max_new_tokens: int | None = None
     eval_prompts: int = 64
     """held-out prompts for the table"""
     run_name: str = "compare"
@@ -249,6 +259,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     limits: ClassVar[dict[str, str]] = {"top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
                                         "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
                                         "limit": ">= 0"}
+    help_defaults: ClassVar[dict[str, str]] = {"max_new_tokens": f"for task:NAME {TASK_MAX_NEW_TOKENS_HELP}; for a prompt file 64"}
 
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME (a built-in task or a task .yaml file) for a task's test prompts"""
@@ -266,7 +277,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     """beams per prompt (strategy beam)"""
     length_penalty: float = 1.0
     """beam score = summed log-prob / length**length_penalty"""
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     """longest response"""
     policy: Literal["sample", "best_of_n"] = "sample"
     """sample: the model itself; best_of_n: draw --n candidates per prompt and keep the one --reward scores best"""
@@ -299,7 +310,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
             raise ConfigError("--strategy top_p needs --top-p below 1 (1 keeps every token: use --strategy sample)")
         if self.top_k < 0 or (self.strategy == "top_k" and self.top_k == 0):
             raise ConfigError(f"--top-k must be at least 1 with --strategy top_k (and never negative), got {self.top_k}")
-        if self.num_beams < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+        if self.num_beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1) or self.batch_size < 1:
             raise ConfigError("--num-beams, --max-new-tokens and --batch-size must be at least 1")
         if self.limit < 0:
             raise ConfigError("--limit must be >= 0 (0: all prompts)")
