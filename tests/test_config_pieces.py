@@ -293,7 +293,7 @@ def _expected(method: str, **values) -> dict:
     """RLConfig's own defaults for the fields compare/quickstart leave alone, then the row, then `values`."""
     untouched = {"clip_coef": 0.2, "vf_coef": 0.1, "cliprange_value": 0.2, "gamma": 1.0, "lam": 0.95,
                  "baseline": "moving_average", "baseline_decay": 0.9, "kl_anchor": "reference", "anchor_refresh": 10,
-                 "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
+                 "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_lookahead": 2.0, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
                  "score_clip": None, "score_norm": "none", "missing_eos_penalty": None, "ptx_coef": 0.0, "ptx_data": "",
                  "ptx_batch_size": 4, "temperature": 1.0, "max_grad_norm": 1.0}
     return {**untouched, **dict(zip(ROW_FIELDS, ALGO_ROWS[method])), "algo": method, **values}

@@ -229,7 +229,7 @@ class OnlineTrainer:
             self.trainable += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=0.0)
         self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_controller,
-                                         cfg.kl_kp, cfg.kl_ki)
+                                         cfg.kl_kp, cfg.kl_ki, cfg.kl_lookahead)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
