@@ -120,6 +120,7 @@ def test_kl_control_summary_prefers_the_held_out_kl_and_prints_one_line(tiny_lla
     block = kl_control_summary(trainer, history, held_out_kl=2.4)
     # |2.4/2 − 1| = 0.2 ≤ 0.25; the training figure is the last step's KL (2 steps // 5 → 1)
     assert block["achieved"] == 2.4 and block["within_25pct"] is True and block["achieved_train_steps"] == 1
+    assert block["lookahead"] == 2.0  # the PI controller's look-ahead (steps along the KL's trend)
     line = kl_control_line(block)
     assert line.startswith("KL control (pi): target 2.00 nats, achieved 2.40 (held-out") and "within ±25%" in line
     assert "OUTSIDE" in kl_control_line(kl_control_summary(trainer, history, held_out_kl=3.0))

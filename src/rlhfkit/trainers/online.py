@@ -613,6 +613,7 @@ def kl_control_summary(trainer: OnlineTrainer, history: Sequence[dict], held_out
     target = cfg.target_kl
     return {
         "controller": cfg.kl_controller if target is not None else "fixed",
+        **({"lookahead": cfg.kl_lookahead} if target is not None and cfg.kl_controller == "pi" else {}),
         "target": target, "estimator": cfg.kl_estimator,
         "initial_coef": cfg.init_kl_coef, "final_coef": trainer.kl_ctl.value,
         "achieved_train": train_kl, "achieved_train_steps": len(tail), "achieved_held_out": held_out_kl,
