@@ -316,7 +316,7 @@ def _expected(method: str, **values) -> dict:
     """RLConfig's own defaults for the fields compare/quickstart leave alone, then the row, then `values`."""
     untouched = {"clip_coef": 0.2, "vf_coef": 0.1, "cliprange_value": 0.2, "gamma": 1.0, "lam": 0.95,
                  "baseline": "moving_average", "baseline_decay": 0.9, "kl_anchor": "reference", "anchor_refresh": 10,
-                 "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
+                 "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_lookahead": 2.0, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
                  "score_clip": None, "score_norm": "none", "missing_eos_penalty": None, "ptx_coef": 0.0, "ptx_data": "",
                  "ptx_batch_size": 4, "temperature": 1.0, "max_grad_norm": 1.0, "dynamic_sampling_rounds": 4,
                  "overlong_penalty": 1.0}
@@ -327,10 +327,11 @@ def _expected(method: str, **values) -> dict:
 @pytest.mark.parametrize("method", ALGORITHMS)
 def test_compare_builds_each_methods_rlconfig_as_before(method):
     # defaults: 384 samples / 32 per step = 12 steps; mini-batch 32 // 2 = 16 = micro-batch;
-    # compare runs PPO/NLPO for 2 passes (not their published 4), the others their one
+    # compare runs PPO/NLPO for 2 passes (not their published 4), the others their one;
+    # max_new_tokens unset (None) until the pipeline gives it the task's own
     multi = method in ("ppo", "nlpo")
     expected = _expected(method, steps=12, batch_size=32, mini_batch_size=16, micro_batch_size=16,
-                         learning_rate=3e-4, max_new_tokens=24, seed=0, **({"ppo_epochs": 2} if multi else {}))
+                         learning_rate=3e-4, max_new_tokens=None, seed=0, **({"ppo_epochs": 2} if multi else {}))
     assert dataclasses.asdict(CompareConfig().rl_config(method)) == expected
     # other sizes: 640 / 64 = 10 steps, mini-batch 64 // 2 = 32; --ppo-epochs 3 reaches only PPO/NLPO
     cfg = CompareConfig(batch_size=64, sample_budget=640, learning_rate=1e-3, max_new_tokens=8, seed=3, ppo_epochs=3)
@@ -341,7 +342,7 @@ def test_compare_builds_each_methods_rlconfig_as_before(method):
 
 def test_quickstart_builds_its_ppo_and_reward_configs_as_before():
     expected = _expected("ppo", steps=25, batch_size=32, mini_batch_size=16, micro_batch_size=16, ppo_epochs=2,
-                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=6.0, kl_horizon=500.0, max_new_tokens=24, seed=0)
+                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=6.0, kl_horizon=500.0, max_new_tokens=None, seed=0)
     assert dataclasses.asdict(QuickstartConfig().ppo_config()) == expected
     assert dataclasses.asdict(QuickstartConfig().reward_config()) == {
         "epochs": 2, "batch_size": 16, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "weight_decay": 0.0,
@@ -349,7 +350,7 @@ def test_quickstart_builds_its_ppo_and_reward_configs_as_before():
     q = QuickstartConfig(ppo_steps=3, batch_size=16, mini_batch_size=8, micro_batch_size=4, seed=2, target_kl=None,
                          rm_batch_size=8, rm_epochs=1, rm_learning_rate=1e-4)
     expected = _expected("ppo", steps=3, batch_size=16, mini_batch_size=8, micro_batch_size=4, ppo_epochs=2,
-                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=None, kl_horizon=500.0, max_new_tokens=24, seed=2)
+                         learning_rate=3e-4, init_kl_coef=0.1, target_kl=None, kl_horizon=500.0, max_new_tokens=None, seed=2)
     assert dataclasses.asdict(q.ppo_config()) == expected
     assert dataclasses.asdict(q.reward_config()) == {
         "epochs": 1, "batch_size": 8, "learning_rate": 1e-4, "head_learning_rate": 1e-3, "weight_decay": 0.0,

@@ -29,7 +29,7 @@ def _tasks(names: list[str]) -> list:
 
 def _task_result(cfg: BenchConfig, spec: str, task, folder: Path) -> dict:
     compare = derive_config(CompareConfig, cfg, task=spec, output_dir=str(folder), run_name=task.name, overwrite=True,
-                            max_new_tokens=task.max_new_tokens if cfg.preset != "custom" else cfg.max_new_tokens)
+                            max_new_tokens=cfg.max_new_tokens if cfg.preset == "custom" else None)  # None: the task's
     summary = run_compare(compare)
     samples = [json.loads(line) for line in (folder / task.name / "samples.jsonl").read_text().splitlines() if line]
     rows = {}

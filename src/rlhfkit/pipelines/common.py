@@ -61,3 +61,10 @@ def load_split_data(cfg, kind: str, eval_kind: str | None = None) -> SplitData:
         held_out = [train[i] for i in order[:n_eval]]
         train = [train[i] for i in sorted(order[n_eval:])]
     return SplitData(train, held_out, skipped, kind)
+
+
+def apply_task_defaults(cfg, task, fallback: int = 24) -> None:
+    """Fill the generation options the user left unset (None) with the task's defaults:
+    `max_new_tokens` becomes the task's own, or `fallback` where there is no task."""
+    if getattr(cfg, "max_new_tokens", 0) is None:
+        cfg.max_new_tokens = task.max_new_tokens if task is not None else fallback

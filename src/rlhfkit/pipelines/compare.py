@@ -26,6 +26,7 @@ from rlhfkit.evaluation.winrate import format_win_rate_line
 from rlhfkit.generation.sampling import SamplingParams, best_of_n, best_of_n_kl_bound
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.config import OFFLINE_METHODS, CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.tasks import get_task
@@ -79,6 +80,7 @@ def run_compare(cfg: CompareConfig) -> dict:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    apply_task_defaults(cfg, task)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
     stages = Stages(run, cfg.resume)

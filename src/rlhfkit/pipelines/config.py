@@ -37,6 +37,10 @@ from rlhfkit.trainers.config import (
     RolloutOptions,
 )
 
+# --max-new-tokens left unset takes the task's own (pipelines.common.apply_task_defaults); the
+# figures are the built-in tasks' (tests/test_task_defaults.py checks them against the registry)
+TASK_MAX_NEW_TOKENS_HELP = "the task's own: sentiment 24, summarize 40, concepts 32, arithmetic 16, a task file's max_new_tokens (`rlhfkit tasks --json`)"
+
 LabelKind = Literal["pairwise", "ranking", "rating", "thumbs", "rewrite"]
 LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
@@ -107,6 +111,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
         "per_prompt": "PPO samples each prompt once", "trained": "the LoRA adapter and the value head (PPO)",
         "resumed": "(finished stages kept, the unfinished one from its latest checkpoint)",
     }
+    help_defaults: ClassVar[dict[str, str]] = {"max_new_tokens": TASK_MAX_NEW_TOKENS_HELP}
     limits: ClassVar[dict[str, str]] = {
         "rm_prompts": ">= 10", "label_temperature": "> 0", "rm_eval_fraction": "(0, 1)", "rm_epochs": ">= 1",
         "rm_batch_size": ">= 1", "rm_learning_rate": "> 0", "ppo_steps": ">= 1", "eval_prompts": ">= 2",
@@ -137,6 +142,7 @@ class QuickstartConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Opti
     init_kl_coef: float = 0.1
     target_kl: float | None = 6.0
     kl_horizon: float = 500.0
+    max_new_tokens: int | None = None
     # 5. evaluation
     eval_prompts: int = 96
     """held-out prompts for the base-vs-final comparison"""
@@ -184,7 +190,8 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
                   RolloutBackendOptions, EpisodeOptions):
     """`rlhfkit rl`: online RL of a policy on a task's or a file's prompts against a reward."""
 
-    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>"}
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "<algo>-<date>-<time>",
+                                               "max_new_tokens": f"{TASK_MAX_NEW_TOKENS_HELP}; with --prompts, --task's"}
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold score is logged next to the training reward",
         "chat_auto": "the task's choice; for files, when the tokenizer has one",
@@ -201,6 +208,7 @@ class RLRunConfig(TaskPolicyOptions, RLConfig, ChatOptions, LoRAOptions, ResumeO
     """held-out prompts scored before and after training (0: skip)"""
     importance_cap: float = 2.0
     """--rollout-backend openai/vllm: cap C of the per-token importance weight min(exp(log π_old − log π_sampler), C) multiplied into the policy loss (TRL's correction for vLLM rollouts; 0: none)"""
+    max_new_tokens: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -227,6 +235,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     help_defaults: ClassVar[dict[str, str]] = {
         "mini_batch_size": "half of --batch-size",
         "ppo_epochs": f"{{default}} for {', '.join(MULTI_EPOCH_ALGORITHMS)}; the others make their one pass",
+        "max_new_tokens": TASK_MAX_NEW_TOKENS_HELP,
     }
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
@@ -247,6 +256,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     """LoRA learning rate of DPO"""
     best_of_n: int = 16
     """n of the best-of-n policy (its cost is n samples per query at inference)"""
+    max_new_tokens: int | None = None
     eval_prompts: int = 64
     """held-out prompts for the table"""
     run_name: str = "compare"
@@ -282,6 +292,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     limits: ClassVar[dict[str, str]] = {"top_p": "(0, 1]", "top_k": ">= 0", "num_beams": ">= 1",
                                         "length_penalty": ">= 0", "max_new_tokens": ">= 1", "n": ">= 1", "batch_size": ">= 1",
                                         "limit": ">= 0"}
+    help_defaults: ClassVar[dict[str, str]] = {"max_new_tokens": f"for task:NAME {TASK_MAX_NEW_TOKENS_HELP}; for a prompt file 64"}
 
     prompts: str = ""
     """prompt file (JSONL/CSV/Parquet/saved dataset with a 'prompt' column), or task:NAME (a built-in task or a task .yaml file) for a task's test prompts"""
@@ -299,7 +310,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     """beams per prompt (strategy beam)"""
     length_penalty: float = 1.0
     """beam score = summed log-prob / length**length_penalty"""
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     """longest response"""
     policy: Literal["sample", "best_of_n"] = "sample"
     """sample: the model itself; best_of_n: draw --n candidates per prompt and keep the one --reward scores best"""
@@ -336,7 +347,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
             raise ConfigError("--strategy top_p needs --top-p below 1 (1 keeps every token: use --strategy sample)")
         if self.top_k < 0 or (self.strategy == "top_k" and self.top_k == 0):
             raise ConfigError(f"--top-k must be at least 1 with --strategy top_k (and never negative), got {self.top_k}")
-        if self.num_beams < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+        if self.num_beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1) or self.batch_size < 1:
             raise ConfigError("--num-beams, --max-new-tokens and --batch-size must be at least 1")
         if self.limit < 0:
             raise ConfigError("--limit must be >= 0 (0: all prompts)")

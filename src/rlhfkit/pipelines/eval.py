@@ -34,6 +34,7 @@ from rlhfkit.generation.backends import HFBackend, make_backend
 from rlhfkit.generation.sampling import SamplingParams
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import autocast_context, cache_dir, load_tokenizer
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.eval_config import (
     EvalSampleConfig,
     LeaderboardConfig,
@@ -190,6 +191,7 @@ def _eval_prompts(cfg: EvalSampleConfig, task) -> list[str]:
 def run_sample(cfg: EvalSampleConfig) -> dict:
     """Sample every policy of `cfg` on the same prompts (reusing samples drawn with the same settings)."""
     task = _task(cfg.task)
+    apply_task_defaults(cfg, task)
     prompts = _eval_prompts(cfg, task)
     named = [parse_policy(p) for p in cfg.policies]
     names = [n for n, _ in named]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from rlhfkit.config import ConfigError, RolloutBackendOptions
+from rlhfkit.pipelines.config import TASK_MAX_NEW_TOKENS_HELP
 
 JUDGE_HELP = ("who decides P(A ≻ B): gold (the task's scorer), vader, task:NAME, a saved reward-model folder, "
               "judge[:MODEL] (direct 1-10 ratings), a weighted mix 'A=1,B=0.5' (higher score wins), or "
@@ -59,6 +60,7 @@ class EvalSampleConfig(RolloutBackendOptions):
 
     limits: ClassVar[dict[str, str]] = {"n_prompts": ">= 0", "samples_per_prompt": ">= 1", "max_new_tokens": ">= 1",
                                         "temperature": "> 0", "top_p": "(0, 1]", "batch_size": ">= 1"}
+    help_defaults: ClassVar[dict[str, str]] = {"max_new_tokens": f"{TASK_MAX_NEW_TOKENS_HELP}; with --task none, 24"}
 
     policies: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"])
     """policies, each NAME=SPEC or SPEC: a run folder (its checkpoints/final), a checkpoint or HF model folder, an HF id, the embedded default, or best_of_n:POLICY:N:REWARD (N samples, the one REWARD scores best)"""
@@ -70,7 +72,7 @@ class EvalSampleConfig(RolloutBackendOptions):
     """prompts to answer (0: all)"""
     samples_per_prompt: int = 1
     """responses per prompt and policy"""
-    max_new_tokens: int = 24
+    max_new_tokens: int | None = None
     """response length limit"""
     temperature: float = 1.0
     """sampling temperature"""
@@ -98,7 +100,7 @@ class EvalSampleConfig(RolloutBackendOptions):
     def __post_init__(self):
         if not self.policies:
             raise ConfigError("--policies is empty: name at least one policy to sample")
-        if self.n_prompts < 0 or self.samples_per_prompt < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+        if self.n_prompts < 0 or self.samples_per_prompt < 1 or (self.max_new_tokens or 1) < 1 or self.batch_size < 1:
             raise ConfigError("--n-prompts must be >= 0; --samples-per-prompt, --max-new-tokens and --batch-size >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError("--temperature must be > 0 and --top-p in (0, 1]")

@@ -12,6 +12,7 @@ from rlhfkit.generation.backends import HFBackend, make_backend
 from rlhfkit.generation.sampling import SamplingParams, best_of_n_kl_bound
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import load_tokenizer
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.config import GenerationConfig
 from rlhfkit.rewards.python import PromptColumns
 from rlhfkit.rewards.spec import build_reward
@@ -19,10 +20,10 @@ from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 
 
-def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str], PromptColumns, bool | None]:
-    """The prompts, their other columns (a task's answers or references; a file's columns), and
+def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str], PromptColumns, bool | None, object]:
+    """The prompts, their other columns (a task's answers or references; a file's columns),
     whether to use the chat template by default (a task's choice; for files, None: when the
-    tokenizer has one)."""
+    tokenizer has one), and the task (None for a file)."""
     if spec.startswith("task:"):
         try:
             task = get_task(spec[5:])
@@ -30,12 +31,13 @@ def _load_prompts(spec: str, skip_invalid: bool, limit: int) -> tuple[list[str],
             raise ConfigError(str(err)) from None
         prompts, columns, chat = task.prompts("test"), task.columns, task.chat
     else:
+        task = None
         result = load_records(spec, "prompt", skip_invalid=skip_invalid)
         if result.skipped:
             print(f"[rlhfkit] {spec}: skipped {len(result.skipped)} bad rows; first: {result.skipped[0]}")
         prompts = [r.prompt for r in result.records]
         columns, chat = PromptColumns({"prompt": r.prompt, **r.meta} for r in result.records), None
-    return (prompts[:limit] if limit else prompts), columns, chat
+    return (prompts[:limit] if limit else prompts), columns, chat, task
 
 
 def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
@@ -53,7 +55,8 @@ def keep_best(rows: list[dict], n: int, reward) -> list[dict]:
 
 def run_generate(cfg: GenerationConfig) -> list[dict]:
     device = resolve_device(cfg.device)
-    prompts, columns, chat_default = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
+    prompts, columns, chat_default, task = _load_prompts(cfg.prompts, cfg.skip_invalid, cfg.limit)
+    apply_task_defaults(cfg, task, fallback=64)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     reward = None

@@ -46,6 +46,7 @@ from rlhfkit.models import (
 from rlhfkit.models.heads import reward_backbone_source
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import reference_forward
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.config import QuickstartConfig
 from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.rewards.functions import reward_model_scorer
@@ -103,6 +104,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    apply_task_defaults(cfg, task)
     run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
     q = _Run(cfg, run, Stages(run, cfg.resume), device, resolve_precision(cfg.precision, device), task)

@@ -17,6 +17,7 @@ from rlhfkit.generation.backends import make_backend
 from rlhfkit.models import add_lora, load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import frozen_copy, reference_forward
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.config import RLRunConfig
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.rewards.python import PromptColumns
@@ -80,6 +81,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    apply_task_defaults(cfg, task)
     # prompts and reward before the run folder: a bad file or reward leaves nothing behind
     train_prompts, eval_prompts, columns = _prompts(cfg, task)
     reward_fn, weights = build_reward(cfg.reward, task, device, columns=columns,

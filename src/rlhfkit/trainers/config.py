@@ -95,7 +95,8 @@ class KLControlOptions:
     Ziegler et al. 2019 (algorithms/kl.py)."""
 
     help_group: ClassVar[str] = "KL control"
-    limits: ClassVar[dict[str, str]] = {"init_kl_coef": ">= 0", "target_kl": "> 0", "kl_horizon": "> 0"}
+    limits: ClassVar[dict[str, str]] = {"init_kl_coef": ">= 0", "target_kl": "> 0", "kl_horizon": "> 0",
+                                        "kl_lookahead": ">= 0"}
 
     init_kl_coef: float | None = None
     """initial KL coefficient β"""
@@ -107,6 +108,8 @@ class KLControlOptions:
     """pi: proportional gain (log β moves by kp·e, e = clip(KL/target − 1, ±1))"""
     kl_ki: float = 0.3
     """pi: integral gain (log β moves by ki·Σe)"""
+    kl_lookahead: float = 2.0
+    """pi: steps along the KL's trend the controller looks ahead (e is taken on KL + lookahead·trend: a batch's KL is the policy's before its update, and a β set now shows in the KL two batches later; 0: the batch KL itself)"""
     kl_horizon: float = 10000.0
     """ziegler: horizon of the controller (Ziegler et al. 2019 use 10000; a shorter one adapts β sooner)"""
 
@@ -116,8 +119,8 @@ class KLControlOptions:
             raise ConfigError("init_kl_coef must be >= 0")
         if self.target_kl is not None and self.kl_controller == "pi" and not self.init_kl_coef:
             raise ConfigError("--kl-controller pi scales β multiplicatively: with --target-kl give --init-kl-coef > 0")
-        if self.kl_kp < 0 or self.kl_ki < 0 or self.kl_horizon <= 0:
-            raise ConfigError("kl_kp and kl_ki must be >= 0 and kl_horizon > 0")
+        if self.kl_kp < 0 or self.kl_ki < 0 or self.kl_horizon <= 0 or self.kl_lookahead < 0:
+            raise ConfigError("kl_kp, kl_ki and kl_lookahead must be >= 0 and kl_horizon > 0")
 
 
 @dataclass

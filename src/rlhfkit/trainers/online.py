@@ -301,7 +301,7 @@ class OnlineTrainer:
             self.trainable += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=0.0)
         self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_controller,
-                                         cfg.kl_kp, cfg.kl_ki)
+                                         cfg.kl_kp, cfg.kl_ki, cfg.kl_lookahead)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = State()
@@ -815,6 +815,7 @@ def kl_control_summary(trainer: OnlineTrainer, history: Sequence[dict], held_out
     target = cfg.target_kl
     return {
         "controller": cfg.kl_controller if target is not None else "fixed",
+        **({"lookahead": cfg.kl_lookahead} if target is not None and cfg.kl_controller == "pi" else {}),
         "target": target, "estimator": cfg.kl_estimator,
         "initial_coef": cfg.init_kl_coef, "final_coef": trainer.kl_ctl.value,
         "achieved_train": train_kl, "achieved_train_steps": len(tail), "achieved_held_out": held_out_kl,
