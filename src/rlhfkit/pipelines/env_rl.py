@@ -17,6 +17,7 @@ from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
 from rlhfkit.models.lora import reference_forward
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.pipelines.config import RLRunConfig
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
@@ -36,6 +37,12 @@ def env_task_rows(cfg: RLRunConfig, env_class) -> tuple[list[dict], list[dict]]:
     if not train:
         raise ConfigError(f"--env {cfg.env}: the environment's rows('train') is empty")
     return train, test[: cfg.eval_prompts]
+
+
+# the algorithms whose rollouts may be episodes (NLPO masks sampling steps, ReMax needs a greedy
+# rollout, DAPO refills batches and online DPO samples pairs: single-turn only for now)
+ENV_ALGOS = ("ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "dr_grpo")
+ENV_TURN_TOKENS = 24  # new tokens per policy turn when --max-new-tokens is not given
 
 
 def episode_limits(cfg: RLRunConfig, env_class) -> tuple[int, int]:
@@ -66,8 +73,9 @@ def run_env_rl(cfg: RLRunConfig) -> dict:
     device = resolve_device(cfg.device)
     resolve_policy_path(cfg.policy)
     env_class = load_env_class(cfg.env)
-    if cfg.algo in ("remax", "nlpo"):
-        raise ConfigError(f"--env works with --algo ppo, reinforce, rloo, grpo, reinforce_pp; not {cfg.algo}")
+    if cfg.algo not in ENV_ALGOS:
+        raise ConfigError(f"--env works with --algo {', '.join(ENV_ALGOS)}; not {cfg.algo}")
+    apply_task_defaults(cfg, None, fallback=ENV_TURN_TOKENS)  # an unset --max-new-tokens: per policy turn
     if cfg.rollout_backend != "hf":
         raise ConfigError(f"--env episodes are played by rlhfkit's own sampler; --rollout-backend {cfg.rollout_backend} "
                           "serves single-turn rollouts only")

@@ -34,6 +34,7 @@ from rlhfkit.pipelines.generate import keep_best
 from rlhfkit.pipelines.loops_config import RFTConfig
 from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.rewards.spec import build_reward
+from rlhfkit.pipelines.common import apply_task_defaults
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
 from rlhfkit.trainers.sft import train_sft
@@ -55,6 +56,7 @@ def start_run(cfg, task_name: str):
         task = get_task(task_name)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    apply_task_defaults(cfg, task)  # an unset --max-new-tokens (iterate: quickstart's option) takes the task's
     return device, resolve_precision(cfg.precision, device), task
 
 
