@@ -50,6 +50,9 @@ from rlhfkit.pipelines.overopt_config import OveroptConfig  # noqa: E402
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
 from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, SFTConfig
 
+from rlhfkit.generation.config import ServeConfig as ModelServeConfig  # noqa: E402
+from rlhfkit.pipelines.loops_config import IterateConfig, ParetoConfig, RFTConfig  # noqa: E402
+
 COMMANDS = {
     ("sft",): SFTConfig, ("dpo",): DPOConfig, ("rm",): RMConfig, ("rl",): RLRunConfig,
     ("compare",): CompareConfig, ("quickstart",): QuickstartConfig, ("generate",): GenerationConfig,
@@ -58,10 +61,12 @@ COMMANDS = {
     ("eval", "sample"): EvalSampleConfig, ("eval", "winrate"): WinrateConfig, ("eval", "leaderboard"): LeaderboardConfig,
     ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
     ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig, ("bench",): BenchConfig,
-    ("data", "instruct"): InstructConfig,
+    ("data", "instruct"): InstructConfig, ("rft",): RFTConfig, ("iterate",): IterateConfig, ("pareto",): ParetoConfig,
+    ("serve",): ModelServeConfig,
 }
 # `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
-POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}, InstructConfig: {"file"}}
+POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}, InstructConfig: {"file"},
+              ModelServeConfig: {"model"}}
 
 
 def _help(args, capsys, monkeypatch) -> str:
