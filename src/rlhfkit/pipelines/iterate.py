@@ -237,7 +237,7 @@ def iterate_table(summary: dict, path) -> str:
     """One row per round: gold and proxy (95% CI), KL to the initial policy, RM accuracies, labels."""
     head = (f"{'':>7}  {'gold (95% CI)':>24}  {'proxy (95% CI)':>24}  {'KL to initial':>13}  "
             f"{'old RM on fresh':>15}  {'new RM held-out':>15}  {'labels used':>11}")
-    lines = ["", head, f"{'base':>7}  {summary['base']['gold_mean']:>+24.3f}  {'0 (centred)':>24}  {'0':>13}"]
+    lines = ["", head, f"{'base':>7}  {summary['base']['gold_mean']:>+24.3f}  {'-':>24}  {'0':>13}"]
     for r in summary["rounds"]:
         old = (r["previous_rm_on_fresh"] or {}).get("accuracy_vs_labels")
         lines.append(f"{'round ' + str(r['round']):>7}  {_ci(r['gold']['final']):>24}  {_ci(r['proxy']['final']):>24}  "
