@@ -57,6 +57,18 @@ def _boolean_logits_to_keep() -> bool:
 _BOOLEAN_KEEP = _boolean_logits_to_keep()
 
 
+def _fast(model) -> bool:
+    """The fast paths need transformers' own model classes (boolean `logits_to_keep`, a KV cache
+    that can be indexed by row); any other module (wrappers aside) takes the plain path."""
+    if not (_BOOLEAN_KEEP and fast_paths_enabled()):
+        return False
+    from transformers import PreTrainedModel
+
+    base = getattr(model, "module", model)  # DDP / accelerate wrappers
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    return isinstance(base, PreTrainedModel)
+
+
 def trim_padding(prompt_ids, prompt_mask, response_ids, response_mask):
     """Drop prompt columns that are padding in every row (left) and response columns that are
     padding in every row (right): the forward pass then costs what the longest row costs."""
@@ -117,7 +129,7 @@ def _one_pass(model, prompt_ids, prompt_mask, response_ids, response_mask, want_
     attention = torch.cat([prompt_mask.long(), response_mask.long()], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     mask = response_mask.bool()
-    fast = _BOOLEAN_KEEP and fast_paths_enabled()
+    fast = _fast(model)
     if fast:
         keep = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
         keep[:, -T - 1 : -1] = mask  # position P−1+t predicts response token t
@@ -162,7 +174,7 @@ def _response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask
     """Logits at the response positions with their layout (`_Plain` or `_Flat`), and the hidden
     states before each response token when asked: through `_shared_prompt_pass` when prompts
     repeat, else `_one_pass`."""
-    if _BOOLEAN_KEEP and fast_paths_enabled() and response_ids.shape[1] > 1:
+    if response_ids.shape[1] > 1 and _fast(model):
         distinct, inverse = _distinct_prompts(prompt_ids, prompt_mask)
         if distinct.shape[0] < prompt_ids.shape[0]:
             return _shared_prompt_pass(model, distinct, inverse, prompt_mask, response_ids, response_mask, want_hidden)
