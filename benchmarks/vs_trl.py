@@ -1,7 +1,8 @@
-"""rlhfkit vs TRL on the same CPU, side by side: GRPO, RLOO and DPO steps on one tiny GPT-2.
+"""rlhfkit vs TRL on the same CPU, side by side: GRPO, RLOO, DPO (and PPO) steps on one tiny GPT-2.
 
-    .venv/bin/python benchmarks/vs_trl.py [--jobs grpo,rloo,dpo] [--precision fp32,bf16]
+    .venv/bin/python benchmarks/vs_trl.py [--jobs grpo,rloo,dpo,ppo] [--precision fp32,bf16]
         [--steps 10] [--warmup 2] [--repeats 3] [--threads 1] [--json results.json]
+        [--trl112-python /work/trl112-venv/bin/python]
 
 Needs TRL 1.16 (`pip install -e ".[bench]"`). Everything is built in code, nothing is
 downloaded: a GPT-2 of 4 layers, 256 wide, vocabulary 4096, dropout 0 (4.27 M parameters) over
@@ -11,6 +12,13 @@ completions × 48 new tokens per step, full fine-tuning, one on-policy update pe
 constant schedule, β = 0 for GRPO (TRL's default) and 0.05 for RLOO (TRL's default); both
 libraries minimise the same token-mean loss. DPO: 512 pairs (48-word completions, the chosen
 one rich in "e"), batch 16, β 0.1, a live reference model (no precomputed log-probs).
+PPO: TRL 1.16 has no PPOTrainer; the last TRL with one (`trl.experimental.ppo`, checked in the
+wheels of 1.12 and 1.16) is 1.12, which runs from its own virtualenv (`--trl112-python`:
+python3 -m venv DIR; DIR/bin/pip install torch==2.13.0; DIR/bin/pip install "trl==1.12.*").
+Its reward is a model (a tiny GPT-2 classifier built in code, the same for both libraries, its
+score at the last token), 64 prompts × 48 new tokens per step, one PPO epoch of one mini-batch,
+β 0.05 (k1 in the reward), lr 5e-4. TRL's critic is a separate model (initialised from the
+reward model, its default); rlhfkit's is a value head on the policy.
 
 Each (library, job, precision) run is its own subprocess, started in turn (TRL, rlhfkit, TRL,
 rlhfkit, …) so that drift in the machine's speed hits both alike. A run reports its step times
@@ -38,7 +46,8 @@ SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 PROMPT_WORDS, COMPLETION_TOKENS, PROMPTS_PER_STEP, GROUP = 16, 48, 8, 8
 DPO_PAIRS, DPO_BATCH = 512, 16
 ONLINE_LR, DPO_LR = 5e-4, 1e-5
-BETA = {"grpo": 0.0, "rloo": 0.05}
+BETA = {"grpo": 0.0, "rloo": 0.05, "ppo": 0.05}
+PPO_BATCH = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +86,18 @@ def build_model(layers: int = 4, width: int = 256, seed: int = 0):
     return model
 
 
+def build_reward_model(layers: int = 2, width: int = 256, seed: int = 3):
+    """PPO's reward: a random tiny GPT-2 with a one-output score head (its logit at the last
+    real token), identical for both libraries."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=VOCAB, n_embd=width, n_layer=layers, n_head=4, n_positions=256, num_labels=1,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    return GPT2ForSequenceClassification(config)
+
+
 def e_fraction(prompts, completions, **_) -> list[float]:
     """The share of the letter "e" among the completion's letters."""
     out = []
@@ -101,9 +122,11 @@ def dpo_pairs(seed: int = 2) -> list[dict]:
 
 
 def save_model(folder: Path, layers: int, width: int) -> str:
-    """Model + tokenizer in a folder: TRL builds its reference model from the policy's path."""
+    """Model + tokenizer in a folder: TRL builds its reference model from the policy's path;
+    the PPO reward model beside it in folder/reward."""
     build_model(layers, width).save_pretrained(folder)
     build_tokenizer().save_pretrained(folder)
+    build_reward_model(max(1, layers // 2), width).save_pretrained(folder / "reward")
     return str(folder)
 
 
@@ -146,7 +169,71 @@ def _timed(rec: Recorder, name: str, fn):
     return wrapper
 
 
+def ppo_prompts(steps: int) -> list[str]:
+    return prompts(PPO_BATCH * steps, seed=4)
+
+
+def run_trl_ppo(path: str, precision: str, steps: int, rec: Recorder, out_dir: str) -> None:
+    """TRL 1.12's PPOTrainer (trl.experimental.ppo): its loop has a step-end callback only, so a
+    step's time runs from the previous step's end (the first from the start of training)."""
+    import copy
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    class StepTimes(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            rec.begin()
+
+        def on_step_end(self, args, state, control, **kw):
+            rec.end()
+            rec.begin()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "objective/scores" in logs:
+                rec.curve.append(float(logs["objective/scores"]))
+
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    reward = AutoModelForSequenceClassification.from_pretrained(f"{path}/reward", num_labels=1)
+    value = AutoModelForSequenceClassification.from_pretrained(f"{path}/reward", num_labels=1)
+    data = Dataset.from_list([{"input_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in ppo_prompts(steps)])
+    cfg = PPOConfig(output_dir=out_dir, learning_rate=ONLINE_LR, lr_scheduler_type="constant", per_device_train_batch_size=PPO_BATCH,
+                    gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=1, total_episodes=PPO_BATCH * steps,
+                    response_length=COMPLETION_TOKENS, temperature=1.0, kl_coef=BETA["ppo"], local_rollout_forward_batch_size=PPO_BATCH,
+                    num_sample_generations=0, missing_eos_penalty=None, stop_token=None, logging_steps=1, report_to="none",
+                    save_strategy="no", use_cpu=True, bf16=precision == "bf16", seed=0, disable_tqdm=True, max_grad_norm=1.0)
+    trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=copy.deepcopy(policy), reward_model=reward,
+                         train_dataset=data, value_model=value, callbacks=[StepTimes()])
+    trainer.train()
+    rec.steps = rec.steps[:steps]
+    rec.cpu = rec.cpu[:steps]
+
+
+def rlhfkit_ppo_reward(path: str, rec: Recorder):
+    """The reward model's score of prompt + completion (exact word-level round trip), for rlhfkit."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rm = AutoModelForSequenceClassification.from_pretrained(f"{path}/reward", num_labels=1).eval()
+    tok = AutoTokenizer.from_pretrained(path, padding_side="right")
+
+    @torch.no_grad()
+    def score(prompts, completions, **_):
+        batch = tok([f"{p} {c}".strip() for p, c in zip(prompts, completions)], padding=True, return_tensors="pt",
+                    add_special_tokens=False)
+        scores = rm(**batch).logits[:, 0].tolist()
+        rec.curve.append(sum(scores) / len(scores))
+        return scores
+    return score
+
+
 def run_trl(job: str, path: str, precision: str, steps: int, rec: Recorder, out_dir: str) -> None:
+    if job == "ppo":
+        return run_trl_ppo(path, precision, steps, rec, out_dir)
     from datasets import Dataset
     from transformers import TrainerCallback
 
@@ -219,15 +306,17 @@ def run_rlhfkit(job: str, path: str, precision: str, steps: int, rec: Recorder) 
     from rlhfkit.trainers.config import RLConfig
     from rlhfkit.trainers.online import OnlineTrainer
 
-    batch = PROMPTS_PER_STEP * GROUP
-    cfg = RLConfig(algo=job, steps=steps, batch_size=batch, group_size=GROUP, mini_batch_size=batch,
+    batch, group = (PPO_BATCH, 1) if job == "ppo" else (PROMPTS_PER_STEP * GROUP, GROUP)
+    per_step = batch // group
+    cfg = RLConfig(algo=job, steps=steps, batch_size=batch, group_size=group, mini_batch_size=batch,
                    micro_batch_size=batch, ppo_epochs=1, max_new_tokens=COMPLETION_TOKENS, init_kl_coef=BETA[job],
                    target_kl=None, learning_rate=ONLINE_LR, max_grad_norm=1.0, loss_aggregation="token_mean", seed=0)
-    trainer = OnlineTrainer(policy, tok, rec.reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=False)
-    all_prompts = prompts(PROMPTS_PER_STEP * steps)
+    reward_fn = rlhfkit_ppo_reward(path, rec) if job == "ppo" else rec.reward_fn
+    trainer = OnlineTrainer(policy, tok, reward_fn, cfg, reference=reference, compute_dtype=dtype, chat=False)
+    all_prompts = ppo_prompts(steps) if job == "ppo" else prompts(PROMPTS_PER_STEP * steps)
     for i in range(steps):
         rec.begin()
-        stats = trainer.step(all_prompts[i * PROMPTS_PER_STEP : (i + 1) * PROMPTS_PER_STEP])
+        stats = trainer.step(all_prompts[i * per_step : (i + 1) * per_step])
         rec.end()
         rec.stage("generate", stats["time/generate"])
         rec.stage("no-grad passes", stats["time/forward"])
@@ -262,7 +351,8 @@ def worker(args) -> None:
 
 
 def run_one(lib: str, job: str, precision: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", lib, "--job", job, "--precision-one", precision,
+    python = args.trl112_python if (lib == "trl" and job == "ppo") else sys.executable
+    cmd = [python, __file__, "--worker", lib, "--job", job, "--precision-one", precision,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--layers", str(args.layers), "--width", str(args.width)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -314,7 +404,8 @@ def print_summary(job: str, precision: str, s: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", default="grpo,rloo,dpo", help="comma-separated: grpo, rloo, dpo")
+    parser.add_argument("--jobs", default="grpo,rloo,dpo", help="comma-separated: grpo, rloo, dpo, ppo (ppo needs --trl112-python)")
+    parser.add_argument("--trl112-python", default="", help="python of a virtualenv with TRL 1.12 (the last TRL with PPOTrainer), for the ppo job")
     parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each run")
@@ -331,9 +422,11 @@ def main() -> None:
         args.lib = args.worker
         return worker(args)
     jobs, precisions = args.jobs.split(","), args.precision.split(",")
-    for name, given, allowed in (("--jobs", jobs, {"grpo", "rloo", "dpo"}), ("--precision", precisions, {"fp32", "bf16"})):
+    for name, given, allowed in (("--jobs", jobs, {"grpo", "rloo", "dpo", "ppo"}), ("--precision", precisions, {"fp32", "bf16"})):
         if not set(given) <= allowed:
             parser.error(f"{name} takes {', '.join(sorted(allowed))}, got {','.join(given)}")
+    if "ppo" in jobs and not (args.trl112_python and Path(args.trl112_python).exists()):
+        parser.error("the ppo job runs TRL 1.12 from its own virtualenv: pass --trl112-python DIR/bin/python")
     import torch
     import trl
 

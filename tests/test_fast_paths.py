@@ -160,3 +160,79 @@ def test_chunked_logprobs_of_a_hand_computed_distribution():
     logp, entropy = selected_token_logprobs_and_entropy(z, torch.tensor([[1]]))
     assert logp.item() == pytest.approx(-0.2876821, abs=1e-6)
     assert entropy.item() == pytest.approx(0.5623351, abs=1e-6)
+
+
+# -- the training forward: logits only at response positions, each distinct prompt once --------
+
+
+def _forward_and_grads(model, batch, monkeypatch, fast: bool, value_head=None, action_mask=None):
+    from rlhfkit.models.forward import response_forward
+
+    monkeypatch.setenv("RLHFKIT_FAST_PATHS", "1" if fast else "0")
+    model.zero_grad(set_to_none=True)
+    if value_head is not None:
+        value_head.zero_grad(set_to_none=True)
+    out = response_forward(model, *batch, value_head=value_head, with_entropy=True, action_mask=action_mask)
+    weights = torch.linspace(-1.0, 2.0, out.logprobs.numel()).view_as(out.logprobs)
+    loss = (out.logprobs * weights).sum() + 0.3 * out.unmasked_logprobs.sum()
+    if out.values is not None:
+        loss = loss + (out.values * weights).sum()
+    loss.backward()
+    params = list(model.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
+    grads = torch.cat([p.grad.flatten() for p in params if p.grad is not None])
+    return out, grads
+
+
+def _batch(tok, prompts, responses):
+    from rlhfkit.data.collators import collate_prompt_responses
+
+    ids = lambda texts: [tok(t, add_special_tokens=False)["input_ids"] for t in texts]  # noqa: E731
+    b = collate_prompt_responses(ids(prompts), ids(responses), tok.pad_token_id, torch.device("cpu"))
+    return b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"]
+
+
+# rows 0-2 share a prompt, rows 3-4 another (left-padded shorter), row 5 is alone; the responses
+# differ in length (right padding), one is a single token
+SHARED = (["the movie was"] * 3 + ["i"] * 2 + ["what is two plus two"],
+          ["good and fun", "bad", "a b c d e f", "yes", "no no", "four"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("prompts,responses", [SHARED, (["a", "b c", "the movie"], ["x y", "z", "good fun"])],
+                         ids=["repeated-prompts", "distinct-prompts"])
+def test_fast_forward_equals_the_plain_forward_values_and_gradients(arch, prompts, responses, tiny_tok, monkeypatch):
+    """The fast paths (boolean logits_to_keep; with repeated prompts one prompt pass whose KV
+    cache is expanded) give the plain full-forward path's log-probs, entropy, values, NLPO
+    masked log-probs and parameter gradients."""
+    from rlhfkit.models.heads import ValueHead
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm(arch, vocab_size=len(tiny_tok))
+    hidden = getattr(model.config, "hidden_size", None) or model.config.n_embd
+    head = ValueHead(hidden)
+    batch = _batch(tiny_tok, prompts, responses)
+    B, T = batch[2].shape
+    allowed = torch.rand(B, T, len(tiny_tok), generator=torch.Generator().manual_seed(0)) < 0.5
+    allowed.scatter_(-1, batch[2].unsqueeze(-1), True)  # the taken token is always allowed
+    fast, fast_grads = _forward_and_grads(model, batch, monkeypatch, True, head, allowed)
+    plain, plain_grads = _forward_and_grads(model, batch, monkeypatch, False, head, allowed)
+    assert plain.logprobs.abs().sum() > 0 and not torch.equal(plain.logprobs, plain.unmasked_logprobs)
+    for name in ("logprobs", "unmasked_logprobs", "entropy", "values"):
+        a, b = getattr(fast, name), getattr(plain, name)
+        assert torch.allclose(a, b, atol=1e-5), (name, (a - b).abs().max())
+    assert torch.equal(fast.logprobs == 0, batch[3] == 0)  # 0 exactly on padding
+    assert torch.allclose(fast_grads, plain_grads, atol=1e-5), (fast_grads - plain_grads).abs().max()
+
+
+def test_shared_prompt_forward_runs_each_distinct_prompt_once(tiny_tok, monkeypatch):
+    from rlhfkit.models.forward import response_forward
+    from rlhfkit.models.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm("llama", vocab_size=len(tiny_tok))
+    batch = _batch(tiny_tok, *SHARED)
+    rows = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape), with_kwargs=True)
+    monkeypatch.setenv("RLHFKIT_FAST_PATHS", "1")
+    response_forward(model, *batch)
+    P, T = batch[0].shape[1], batch[2].shape[1]
+    assert rows == [(3, P), (6, T - 1)]  # 3 distinct prompts; responses without their last token

@@ -117,6 +117,11 @@ SKIP: dict[str, str] = {
         "needs the optional wandb extra that the line above installs (tests/test_trackers.py runs W&B where it is installed)",
     ".venv/bin/python benchmarks/generation.py --model bench-gpt2 --batch 64 --new-tokens 48 --group 8 --precision fp32 "
     "--threads 1": "a benchmark (minutes), not a command of the tour",
+    'python3 -m venv /work/trl112-venv && /work/trl112-venv/bin/pip install torch==2.13.0 && '
+    '/work/trl112-venv/bin/pip install "trl==1.12.*"': "an install: network",
+    ".venv/bin/python benchmarks/vs_trl.py --jobs ppo --precision fp32 --steps 3 --warmup 1 --repeats 2 "
+    "--trl112-python /work/trl112-venv/bin/python": "a benchmark (tens of minutes) that needs TRL 1.12's virtualenv",
+    ".venv/bin/python benchmarks/demo_step.py --steps 2 --warmup 1 --repeats 2": "a benchmark (tens of minutes) on the embedded models",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py --quick": "the over-optimization experiment (tens of minutes)",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py": "the over-optimization experiment (about an hour here)",
     "rlhfkit iterate --labeler feedback --feedback-db feedback.sqlite --labels-per-round 40 --run-name iterate-people":

@@ -61,14 +61,17 @@ def selected_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> to
     Returns (B, T) float32 in nats. Computed as logit[token] − logsumexp(logits) in chunks of
     rows, so neither the normalised (B, T, V) tensor nor a float32 copy of the logits is built.
     """
-    if logits.dim() == 2:  # (N, V) and (N,)
-        return selected_token_logprobs(logits.unsqueeze(0), token_ids.unsqueeze(0)).squeeze(0)
+    if logits.dim() == 2:  # (N, V) and (N,): one position per chunk row, so the chunks stay small
+        return _ChosenLogprob.apply(logits.unsqueeze(1), token_ids.unsqueeze(1), False)[0].squeeze(1)
     return _ChosenLogprob.apply(logits, token_ids, False)[0]
 
 
 def selected_token_logprobs_and_entropy(logits: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(`selected_token_logprobs`, `entropy_from_logits` without gradient) in one pass over the
-    logits: two (B, T) float32 tensors in nats."""
+    logits: two (B, T) float32 tensors in nats (two (N,) for (N, V) logits)."""
+    if logits.dim() == 2:
+        chosen, entropy = _ChosenLogprob.apply(logits.unsqueeze(1), token_ids.unsqueeze(1), True)
+        return chosen.squeeze(1), entropy.squeeze(1)
     return _ChosenLogprob.apply(logits, token_ids, True)
 
 

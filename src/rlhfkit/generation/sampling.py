@@ -14,7 +14,6 @@ cost. Each step normalises only a (B, V) slice; nothing of shape (B, T, V) is ev
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -23,6 +22,8 @@ import torch
 
 from rlhfkit.algorithms.masking import masked_logits, top_p_mask
 from rlhfkit.data.chat import encode_prompts, pad_token_id
+from rlhfkit.models.forward import cache_argument as _cache_argument
+from rlhfkit.models.forward import returned_cache as _returned_cache
 from rlhfkit.models.loading import autocast_context, eos_token_ids
 from rlhfkit.types import Rollout
 
@@ -122,33 +123,9 @@ def _inverse_cdf_sample(probs: torch.Tensor, generator: torch.Generator | None, 
     return (tokens, cdf[:, -1]) if with_total else tokens
 
 
-# KV-cache argument names, by model class (see `_cache_argument`).
-_CACHE_ARGUMENT: dict[type, str] = {}
-
-
-def _cache_argument(model) -> str:
-    """The name this model's forward gives its KV cache: `cache` in transformers 5.x (where
-    `past_key_values` still works but warns, until 5.40), `past_key_values` in older releases
-    and in remote-code models. Read from the forward's signature once per model class."""
-    base = getattr(model, "module", model)  # DDP / accelerate wrappers
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
-    key = type(base)
-    if key not in _CACHE_ARGUMENT:
-        params = inspect.signature(base.forward).parameters
-        _CACHE_ARGUMENT[key] = "cache" if "cache" in params else "past_key_values"
-    return _CACHE_ARGUMENT[key]
-
-
 def _cached_step(model, cache, **inputs):
     """One forward pass that reads and extends the KV cache `cache`."""
     return model(**inputs, **{_cache_argument(model): cache}, use_cache=True)
-
-
-def _returned_cache(out):
-    """The KV cache of a forward's output (`out.cache` in transformers 5.x; reading the old
-    `past_key_values` name there warns)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 class NucleusMasker:
