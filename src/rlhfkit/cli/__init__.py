@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     # transformers draws a "Loading weights" bar for every model it loads (a second's flicker, read
     # through huggingface_hub's switch); our own stages have their bars. Set it to 0 to see them.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # several processes (accelerate launch, torchrun): the first one prints and draws the bars
+    if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") != "1":
+        os.environ["TQDM_DISABLE"] = "1"
+        sys.stdout = open(os.devnull, "w")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
