@@ -237,7 +237,8 @@ def current() -> Single:
         if launched_world_size() > 1:
             from accelerate import Accelerator
 
-            _CURRENT = Distributed(Accelerator())
+            # without a GPU, Accelerate makes a gloo group on the CPU only when told cpu=True
+            _CURRENT = Distributed(Accelerator(cpu=not torch.cuda.is_available()))
         else:
             _CURRENT = SINGLE
     return _CURRENT

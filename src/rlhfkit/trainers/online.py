@@ -477,12 +477,19 @@ class OnlineTrainer:
         ro = generate(self.policy, self.tokenizer, prompts, self.sampling, chat=self.chat, generator=self.generator,
                       compute_dtype=self.compute_dtype, masker=self.masker)
         times.append(time.perf_counter())
+        return self.learn(ro, times)
+
+    def learn(self, ro: Rollout, times: list[float] | None = None) -> dict[str, float]:
+        """The rest of an iteration on a sampled rollout (this process's rows, a prompt's G
+        samples adjacent): score → shape → advantages → loss → step → log. times: perf_counter
+        at the start and after generate (default: now, twice)."""
+        times = times or [time.perf_counter()] * 2
         # score
         raw_scores = self._reward(ro.prompts, ro.responses)
         scores = self._shape_scores(raw_scores, ro.finished)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
         times.append(time.perf_counter())
-        if self._one_step(len(prompts)):
+        if self._one_step(len(ro.prompts)):
             # one on-policy step: the anchor pass, then shape, advantages, loss and step, the
             # forward with grad giving π_old
             anchor_logprobs = self._anchor_logprobs(ro)
