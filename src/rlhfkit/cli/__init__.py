@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 
+from rlhfkit.cli.processes import quiet_other_processes
 from rlhfkit.config import (
     ConfigError,
     add_config_arguments,
@@ -114,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     # through huggingface_hub's switch); our own stages have their bars. Set it to 0 to see them.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # several processes (accelerate launch, torchrun): the first one prints and draws the bars
-    if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") != "1":
-        os.environ["TQDM_DISABLE"] = "1"
-        sys.stdout = open(os.devnull, "w")
+    quiet_other_processes()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

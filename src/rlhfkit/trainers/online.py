@@ -241,15 +241,19 @@ class OnlineTrainer:
                                          cfg.kl_kp, cfg.kl_ki)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         self.generator = torch.Generator(device=self.device).manual_seed(self.dist.rank_seed(cfg.seed))
-        # the mini-batch order, drawn alike on every process (one process: the sampling generator, as before)
-        self.order_generator = (self.generator if self.dist.world == 1 else
-                                torch.Generator(device=self.device).manual_seed(cfg.seed + 1))
+        self._order_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.state = State()
         self.plan = pass_plan(cfg, self.value_head is not None, self.masker is not None)
         self.step_count = 0
         self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
         self.last_scored: ScoredRollout | None = None
+
+    @property
+    def order_generator(self) -> torch.Generator:
+        """What draws the mini-batch order: one process, the sampling generator (whichever object
+        `generator` is now); several, a generator seeded alike on every process."""
+        return self.generator if self.dist.world == 1 else self._order_generator
 
     # ------------------------------------------------------------------------------------------
     def _snapshot(self):
