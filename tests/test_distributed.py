@@ -36,6 +36,7 @@ from rlhfkit.models.heads import RewardModel
 from rlhfkit.models.lora import frozen_copy
 from rlhfkit.models.tiny import tiny_causal_lm, tiny_tokenizer
 from rlhfkit.trainers import distributed
+from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import DPOConfig, RewardTrainConfig, RLConfig, SFTConfig
 from rlhfkit.trainers.dpo import train_dpo
 from rlhfkit.trainers.online import OnlineTrainer
@@ -131,13 +132,41 @@ def _run_all() -> dict:
     return {name: fn(tiny_tokenizer()) for name, fn in SCENARIOS.items()}
 
 
+def _resume_rl(folder: str) -> dict:
+    """GRPO with sampling (each process draws its own samples): 4 steps in one go, against 2
+    steps, a checkpoint, and a new trainer resumed from it for 2 more."""
+    tok = tiny_tokenizer()
+
+    def trainer(steps: int) -> OnlineTrainer:
+        torch.manual_seed(0)
+        policy = _model()
+        cfg = RLConfig(algo="grpo", group_size=2, batch_size=8, mini_batch_size=8, learning_rate=LR, max_new_tokens=5,
+                       init_kl_coef=0.05, target_kl=None, seed=0, steps=steps)
+        return OnlineTrainer(policy, tok, _good_words, cfg, reference=frozen_copy(policy), chat=False)
+
+    whole = trainer(4)
+    whole.train(PROMPTS, progress=False)
+    checkpointer = Checkpointer(os.path.join(folder, "checkpoints"), every=1)
+    trainer(2).train(PROMPTS, progress=False, checkpointer=checkpointer)
+    distributed.current().barrier()  # process 0 has written the checkpoint
+    resumed = trainer(4)
+    assert resumed.load_checkpoint(checkpointer) and resumed.step_count == 2
+    resumed.train(PROMPTS, progress=False, checkpointer=checkpointer)
+
+    def logged(history):
+        return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+    return {"whole": (logged(whole.history), _weights(whole.policy)),
+            "resumed": (logged(resumed.history), _weights(resumed.policy))}
+
+
 def _worker(rank: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     distributed._CURRENT = None
     assert distributed.current().world == 2
-    torch.save(_run_all(), os.path.join(folder, f"rank{rank}.pt"))
+    torch.save({**_run_all(), "resume": _resume_rl(folder)}, os.path.join(folder, f"rank{rank}.pt"))
     distributed.current().barrier()
 
 
@@ -184,3 +213,14 @@ def test_two_processes_equal_one(name, one_process, two_processes):
 
 _INITIAL = {name: {k: v for k, v in _weights(_model()).items()} for name in ("sft", "dpo", "grpo", "ppo")}
 _INITIAL["rm"] = {f"backbone.{k}": v for k, v in _INITIAL["sft"].items()}
+
+
+def test_two_processes_resume_as_if_never_stopped(two_processes):
+    """--resume with N processes: each process's sampling generator and RNG come back from the
+    checkpoint (process 0 wrote it), so the resumed run logs and ends exactly as the whole one."""
+    for rank in two_processes:
+        (whole_log, whole_weights), (resumed_log, resumed_weights) = rank["resume"]["whole"], rank["resume"]["resumed"]
+        assert len(whole_log) == 4 and resumed_log == whole_log
+        for key in whole_weights:
+            assert torch.equal(whole_weights[key], resumed_weights[key]), key
+    assert two_processes[0]["resume"]["whole"][0] == two_processes[1]["resume"]["whole"][0]

@@ -221,8 +221,10 @@ class OnlineTrainer:
         # several processes: each samples its share of the prompts (trainers/distributed.py)
         self.dist = current()
         if cfg.prompts_per_step % self.dist.world:
-            raise DistributedError(f"prompts_per_step {cfg.prompts_per_step} does not split over {self.dist.world} "
-                                   "processes; make it a multiple of the number of processes")
+            raise DistributedError(
+                f"batch_size {cfg.batch_size} / group_size {cfg.group_size} = {cfg.prompts_per_step} prompts per step, "
+                f"which do not split over {self.dist.world} processes (a prompt's samples stay in one); make "
+                f"batch_size a multiple of {cfg.group_size * self.dist.world}")
         self.dist.broadcast_parameters([p for p in policy.parameters() if p.requires_grad]
                                        + (list(self.value_head.parameters()) if self.value_head is not None else []))
         self.anchor = None  # a frozen snapshot of the policy when the KL is anchored to the previous policy
