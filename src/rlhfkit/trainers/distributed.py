@@ -183,12 +183,14 @@ class Distributed(Single):
         return {k: (v / counts[k] if k in counts else v) for k, v in sums.items()}
 
     def gather_rows(self, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        # one collective for all the tensors
+        gathered = self.gather_object([None if t is None else t.detach().cpu() for t in tensors])
         out = []
-        for tensor in tensors:
+        for i, tensor in enumerate(tensors):
             if tensor is None:
                 out.append(None)
                 continue
-            parts = self.gather_object(tensor.detach().cpu())
+            parts = [rank_parts[i] for rank_parts in gathered]
             self._rows = [p.shape[0] for p in parts]
             if tensor.dim() > 1:
                 width = max(p.shape[1] for p in parts)
