@@ -224,3 +224,32 @@ def test_two_processes_resume_as_if_never_stopped(two_processes):
         for key in whole_weights:
             assert torch.equal(whole_weights[key], resumed_weights[key]), key
     assert two_processes[0]["resume"]["whole"][0] == two_processes[1]["resume"]["whole"][0]
+
+
+def _process(rank: int, world: int, kind=None):
+    """A `Distributed` for process `rank` of `world` on a stand-in for Accelerate's Accelerator
+    (its four attributes that the layer reads; no process group is needed for what is tested)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    return distributed.Distributed(SimpleNamespace(distributed_type=kind or DistributedType.MULTI_CPU,
+                                                   num_processes=world, process_index=rank,
+                                                   is_main_process=rank == 0))
+
+
+def test_contiguous_shards_cover_the_batch_in_order():
+    # 8 rows over 3 processes: 8 = 3·2 + 2, so the first two get 3 rows and the last 2
+    assert [_process(r, 3).bounds(8) for r in range(3)] == [(0, 3), (3, 6), (6, 8)]
+    assert [_process(r, 2).shard(list("abcd")) for r in range(2)] == [["a", "b"], ["c", "d"]]
+    assert distributed.SINGLE.shard(list("abc")) == list("abc") and distributed.SINGLE.bounds(5) == (0, 5)
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_parameter_launches_are_refused_with_a_reason(kind):
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"accelerate launch with {kind}.*examples/accelerate/ddp.yaml"):
+        _process(0, 2, DistributedType[kind])
