@@ -128,7 +128,12 @@ SKIP: dict[str, str] = {
         "waits for people to label in the feedback app (tests/test_loops.py runs it with an annotator answering meanwhile)",
     "rlhfkit eval metrics --samples runs/eval/samples/ppo.jsonl --references refs.jsonl":
         "refs.jsonl stands for your own reference file",
+    "accelerate launch --config_file examples/accelerate/ddp.yaml -m rlhfkit rl --algo grpo --task sentiment "
+    "--precision bf16": "needs a machine with 8 GPUs (tests/test_distributed.py checks the same code on 2 CPU processes)",
 }
+# `accelerate launch [its flags] -m rlhfkit <command> ...` lines: the rlhfkit part gets its FAST
+# flags like any other line, and the whole line runs through `python -m accelerate.commands.launch`.
+LAUNCHER = "accelerate launch "
 
 
 @dataclass
@@ -180,8 +185,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlhfkit", *argv[1:]], cwd=cwd, env=env, capture_output=True,
+def _split_launcher(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(launcher flags, the rlhfkit argv) of an `accelerate launch ... -m rlhfkit ...` line; ([], argv) otherwise."""
+    if argv[:2] != ["accelerate", "launch"]:
+        return [], argv
+    at = next(i for i in range(len(argv) - 1) if argv[i : i + 2] == ["-m", "rlhfkit"])
+    return argv[2:at], ["rlhfkit", *argv[at + 2 :]]
+
+
+def _run(argv: list[str], cwd: Path, env: dict, launcher: list[str] = ()) -> subprocess.CompletedProcess:
+    prefix = [sys.executable, "-m", "accelerate.commands.launch", *launcher] if launcher else [sys.executable]
+    return subprocess.run([*prefix, "-m", "rlhfkit", *argv[1:]], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -274,7 +288,8 @@ def readme_text() -> str:
 def test_every_readme_command_is_run_or_skipped_with_a_reason(readme_text):
     lines = {c.line for c in readme_commands(readme_text)}
     runnable = [c.line for c in readme_commands(readme_text) if c.line not in SKIP]
-    strangers = [line for line in runnable if not line.startswith("rlhfkit ")]
+    strangers = [line for line in runnable if not line.startswith("rlhfkit ")
+                 and not (line.startswith(LAUNCHER) and " -m rlhfkit " in line)]
     assert not strangers, f"README lines that are neither rlhfkit commands nor in SKIP: {strangers}"
     stale = sorted((set(SKIP) | set(FAST_LINE)) - lines)
     assert not stale, f"SKIP/FAST_LINE name lines the README no longer has: {stale}"
@@ -318,7 +333,7 @@ CHAIN_0 = {"quickstart", "rl", "compare", "eval", "report"}
 def _run_chain(commands: list[Command], work: Path, env: dict, tiny: Path, times: list, urls: dict) -> None:
     tokens: list[str] = []
     for command in commands:
-        argv = shlex.split(command.line)
+        launcher, argv = _split_launcher(shlex.split(command.line))
         extra = FAST_LINE.get(command.line, FAST.get(_subcommand(argv), []))
         argv += [arg.replace(TINY, str(tiny)) for arg in extra]
         for readme_url, url in urls.items():  # the README's `rlhfkit serve` port -> the free one it runs on
@@ -328,7 +343,7 @@ def _run_chain(commands: list[Command], work: Path, env: dict, tiny: Path, times
             _serve_and_label(argv, work, env, tokens)
             times.append((time.perf_counter() - start, command.line))
             continue
-        result = _run(argv, work, env)
+        result = _run(argv, work, env, launcher)
         times.append((time.perf_counter() - start, command.line))
         shown = f"`{command.line}` (run as `{shlex.join(argv)}`)\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         if command.expect_error:

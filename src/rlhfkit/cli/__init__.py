@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 
+from rlhfkit.cli.processes import quiet_other_processes
 from rlhfkit.config import (
     ConfigError,
     add_config_arguments,
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     # transformers draws a "Loading weights" bar for every model it loads (a second's flicker, read
     # through huggingface_hub's switch); our own stages have their bars. Set it to 0 to see them.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # several processes (accelerate launch, torchrun): the first one prints and draws the bars
+    quiet_other_processes()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

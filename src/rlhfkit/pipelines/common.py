@@ -8,6 +8,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
+from rlhfkit.trainers.distributed import process_device
 
 
 def check_inputs(*models: str, device: str) -> None:
@@ -21,7 +22,7 @@ def check_inputs(*models: str, device: str) -> None:
 
 def load_offline_policy(model: str, device: str, precision: str, chat: str = "auto"):
     """(model, tokenizer, device, compute dtype) for a run; weights stay float32."""
-    device_ = resolve_device(device)
+    device_ = process_device(resolve_device(device))  # several GPU processes: each its own GPU
     dtype = resolve_precision(precision, device_)
     policy, tokenizer = load_policy(model, device=device_)
     if chat == "yes" and not getattr(tokenizer, "chat_template", None):

@@ -42,7 +42,9 @@ def run_dpo(cfg: DPOConfig) -> dict:
     start = time.perf_counter()
     result = train_dpo(policy, tokenizer, data.train, cfg, reference, data.eval, logger=run.log_metrics, compute_dtype=dtype,
                        checkpointer=run.checkpointer(cfg.checkpoint_every), resume=cfg.resume)
-    final = save_final(result["policy"], tokenizer, run.checkpoints / "final", cfg)
+    final = run.checkpoints / "final"
+    if run.writer:  # several processes: the first one writes (trainers/distributed.py)
+        save_final(result["policy"], tokenizer, final, cfg)
     keep = ("loss", "rewards/accuracy", "rewards/margin", "rewards/chosen", "rewards/rejected", "rewards/desirable",
             "rewards/undesirable", "kl/z0", "kl_proxy/seq_logratio")
     summary = {
@@ -66,5 +68,6 @@ def run_dpo(cfg: DPOConfig) -> dict:
             print(f"[rlhfkit] held-out KTO loss {b['loss']:.3f} → {a['loss']:.3f}, "
                   f"reward margin {b['rewards/margin']:+.3f} → {a['rewards/margin']:+.3f}")
     print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
-    write_report(run.path)
+    if run.writer:
+        write_report(run.path)
     return summary

@@ -52,6 +52,7 @@ from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.rewards.functions import reward_model_scorer
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
+from rlhfkit.trainers.distributed import process_device
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 from rlhfkit.trainers.reward import train_reward_model
 from rlhfkit.types import PairwiseRecord
@@ -97,7 +98,7 @@ class _Run:
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     # a missing device, model or task fails before anything is loaded or a run folder is made
-    device = resolve_device(cfg.device)
+    device = process_device(resolve_device(cfg.device))  # several GPU processes: each its own GPU
     resolve_policy_path(cfg.policy)
     reward_backbone_source(cfg.reward_backbone)
     try:
@@ -140,7 +141,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     print(quickstart_table(summary, run.path, examples))
     print(kl_control_line(summary["kl_control"]))
     print(format_win_rate_line(summary["win_rate"]))
-    write_report(run.path)
+    if run.writer:  # several processes: the first one writes (trainers/distributed.py)
+        write_report(run.path)
     return summary
 
 
@@ -205,9 +207,10 @@ def split_labelled(q: _Run, labelled: list, identical: int, filename: str = "pre
     """Labelled pairs [(record, (gold of chosen, gold of rejected))] written to `filename` and split:
     the first rm_eval_fraction held out for the reward model's accuracy."""
     cfg = q.cfg
-    write_jsonl(q.run.path / filename, [
-        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "label": p.label, "gold_chosen": g[0],
-         "gold_rejected": g[1]} for p, g in labelled])
+    if q.run.writer:
+        write_jsonl(q.run.path / filename, [
+            {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "label": p.label, "gold_chosen": g[0],
+             "gold_rejected": g[1]} for p, g in labelled])
     n_eval = max(1, int(len(labelled) * cfg.rm_eval_fraction))
     eval_set, train_set = labelled[:n_eval], labelled[n_eval:]
     agreement = sum(g[0] >= g[1] for _, g in labelled) / max(len(labelled), 1)
@@ -226,7 +229,8 @@ def _train_reward_model(q: _Run, pairs: dict, prompts: list[str], responses: lis
                                  logger=q.run.log_metrics, checkpointer=checkpointer, resume=cfg.resume)
     gold_accuracy = gold_order_accuracy(rm, pairs["eval"])
     offset = rm.center([p for p in prompts for _ in range(2)], responses)
-    rm.save(q.run.path / "reward_model")
+    if q.run.writer:
+        rm.save(q.run.path / "reward_model")
     print(f"[rlhfkit] reward model: held-out accuracy {metrics['accuracy']:.1%} vs labels, "
           f"{gold_accuracy:.1%} vs gold order ({len(pairs['eval'])} pairs); centred by {offset:+.3f}")
     return rm, {"eval_accuracy_vs_labels": metrics.get("accuracy"), "eval_loss": metrics.get("loss"),
@@ -244,12 +248,14 @@ def _ppo(q: _Run, policy, tokenizer, rm):
                       top_layers=cfg.lora_top_layers or None)
     trainer = OnlineTrainer(policy, tokenizer, reward_model_scorer(rm), cfg.ppo_config(), compute_dtype=q.dtype,
                             chat=q.task.chat, gold_fn=q.task.gold, logger=lambda s: q.run.log_metrics({"stage": "ppo", **s}))
-    trainer.generator = q.generator
+    if trainer.dist.world == 1:  # several processes: each keeps its own sampling generator
+        trainer.generator = q.generator
     checkpointer = q.run.checkpointer(cfg.checkpoint_every, "ppo", sizes)
     if cfg.resume:
         trainer.load_checkpoint(checkpointer)
     history = trainer.train(q.task.prompts("train", seed=cfg.seed + 1), checkpointer=checkpointer)
-    trainer.save(q.run.checkpoints / "final")
+    if q.run.writer:
+        trainer.save(q.run.checkpoints / "final")
     q.stages.finish("ppo", {"steps": trainer.step_count})
     return policy, trainer, history
 

@@ -24,6 +24,7 @@ from rlhfkit.rewards.python import PromptColumns
 from rlhfkit.rewards.spec import build_reward
 from rlhfkit.tasks import get_task
 from rlhfkit.tasks.registry import task_gold_scorer
+from rlhfkit.trainers.distributed import process_device
 from rlhfkit.trainers.online import OnlineTrainer, kl_control_summary
 from rlhfkit.trainers.online_dpo import make_online_trainer
 
@@ -75,7 +76,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     if cfg.reward_granularity == "token" and cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
         raise ConfigError(f"--reward-granularity token needs --algo ppo, reinforce or reinforce_pp (not {cfg.algo})")
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)  # a missing device or a wrong model name fails before a run folder is made
+    device = process_device(resolve_device(cfg.device))  # a missing device or a wrong model name fails before a run folder is made
     resolve_policy_path(cfg.policy)
     try:
         task = get_task(cfg.task)
@@ -131,7 +132,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
     start = time.perf_counter()
     history = trainer.train(train_prompts, checkpointer=checkpointer)
     summary["train_seconds"] = round(time.perf_counter() - start, 2)
-    trainer.save(run.checkpoints / "final")
+    if run.writer:  # several processes: the first one writes (trainers/distributed.py)
+        trainer.save(run.checkpoints / "final")
     if eval_prompts:
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, "evaluating final", **gen_kwargs())
         summary["after"] = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
@@ -147,7 +149,8 @@ def run_rl(cfg: RLRunConfig) -> dict:
     run.close()  # the trackers: their last rows are written
     print(before_after_table(summary, run.path))
     print(kl_control_line(summary["kl_control"]))
-    write_report(run.path)
+    if run.writer:
+        write_report(run.path)
     return summary
 
 

@@ -16,6 +16,7 @@ from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import load_reward_model, resolve_device
 from rlhfkit.models.heads import RewardEnsemble, RewardModel
 from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.trainers.distributed import process_device
 from rlhfkit.trainers.reward import LABEL_TYPES, evaluate_records, train_reward_model
 
 
@@ -108,7 +109,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     feedback, centre it on reference responses, and write the run folder. Returns the summary.
     `echo` receives the progress lines."""
     started = time.perf_counter()
-    device = resolve_device(cfg.device)  # an unavailable device fails before anything is read
+    device = process_device(resolve_device(cfg.device))  # an unavailable device fails before anything is read
     parse_report_to(cfg.report_to)  # so does a tracker that is unknown or not installed
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -133,7 +134,8 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     final = evaluate_records(rm, evaluation, label) if evaluation else {}
     if final:
         run.log_metrics({"stage": "reward_model_final", **{f"eval/{k}": v for k, v in final.items()}})
-    rm.save(run.path / "reward_model")
+    if run.writer:  # several processes: the first one writes (trainers/distributed.py)
+        rm.save(run.path / "reward_model")
 
     summary = {
         "kind": cfg.kind,
@@ -151,5 +153,6 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     }
     run.write_summary(summary)
     run.close()  # the trackers: their last rows are written
-    write_report(run.path, echo)
+    if run.writer:
+        write_report(run.path, echo)
     return summary

@@ -1,7 +1,9 @@
 """A run's folder: runs/<name>/ with config.yaml, metrics.jsonl, samples.jsonl, summary.json,
 checkpoints/ (and stages.json for multi-stage runs). Files that are rewritten are written
 atomically (temp file, fsync, rename: trainers/checkpoint.py). Metrics rows also go to the
-trackers the run's config names in report_to (pipelines/trackers.py)."""
+trackers the run's config names in report_to (pipelines/trackers.py). Under several processes
+(`accelerate launch`) only process 0 writes; the others read the same folder
+(`RunDir.writer`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import yaml
 from rlhfkit.config import config_to_dict, parse_report_to, save_config
 from rlhfkit.pipelines.trackers import Trackers
 from rlhfkit.trainers.checkpoint import Checkpointer, log_sizes, truncate_logs, write_atomic
+from rlhfkit.trainers.distributed import current
 
 
 def _clean(value: Any) -> Any:
@@ -53,18 +56,26 @@ def never_started(path: Path) -> bool:
 class RunDir:
     def __init__(self, root: str | Path, name: str | None = None, overwrite: bool = False, resume: bool = False):
         """resume: reuse the folder and append to its logs; overwrite: reuse it and start the logs anew.
-        An empty folder, or one left by a run that stopped before its first step, is reused as is."""
+        An empty folder, or one left by a run that stopped before its first step, is reused as is.
+        Under several processes every one checks the folder, then process 0 alone writes."""
+        dist = current()
+        self.writer = dist.is_main
         name = name or time.strftime("%Y%m%d-%H%M%S")
+        if dist.world > 1:  # one name for all processes (the time may tick between them)
+            name = dist.gather_object(name)[0]
         self.path = Path(root) / name
         if resume and not self.path.exists():
             raise FileNotFoundError(f"cannot resume: run folder {self.path} does not exist")
         if self.path.is_dir() and not (overwrite or resume or never_started(self.path)):
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --run-name or pass --overwrite")
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "checkpoints").mkdir(exist_ok=True)
+        dist.barrier()  # every process has checked before process 0 makes anything
         self.trackers = Trackers((), self.path, name, {})
         self._pending_trackers: tuple[tuple[str, ...], dict] | None = None
         self.resume = resume
+        if not self.writer:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
         if overwrite:
             for stale in ("metrics.jsonl", "samples.jsonl"):
                 (self.path / stale).unlink(missing_ok=True)
@@ -90,6 +101,8 @@ class RunDir:
         """Write config.yaml (on --resume first saying which options differ from the first run's),
         and open the trackers of cfg.report_to (they record the config too)."""
         names = parse_report_to(getattr(cfg, "report_to", "none"))
+        if not self.writer:
+            return
         path = self.path / "config.yaml"
         if getattr(cfg, "resume", False) and path.is_file():
             before = yaml.safe_load(path.read_text()) or {}
@@ -118,6 +131,8 @@ class RunDir:
                     self.trackers.log(json.loads(line))
 
     def _append(self, filename: str, row: dict) -> None:
+        if not self.writer:
+            return
         with open(self.path / filename, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(_clean(row), ensure_ascii=False) + "\n")
 
@@ -137,6 +152,8 @@ class RunDir:
             self._append("samples.jsonl", row)
 
     def write_summary(self, summary: dict) -> None:
+        if not self.writer:
+            return
         write_json_atomic(self.path / "summary.json", summary)
 
 class Stages:
@@ -149,7 +166,7 @@ class Stages:
         self.run = run
         self.path = run.path / "stages.json"
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
-        if not resume:
+        if not resume and run.writer:
             self.path.unlink(missing_ok=True)
 
     def result(self, name: str) -> Any:
@@ -166,9 +183,11 @@ class Stages:
     def begin(self) -> dict[str, int]:
         """Cut the logs back to where the last finished stage left them; returns those sizes."""
         sizes = self.start_sizes()
-        truncate_logs(self.run.logs, sizes)
+        if self.run.writer:
+            truncate_logs(self.run.logs, sizes)
         return sizes
 
     def finish(self, name: str, result: Any) -> None:
         self.done[name] = {"result": _clean(result), "log_sizes": log_sizes(self.run.logs)}
-        write_json_atomic(self.path, self.done)
+        if self.run.writer:
+            write_json_atomic(self.path, self.done)

@@ -28,7 +28,9 @@ def run_sft(cfg: SFTConfig) -> dict:
     truncated = result["data"]["train"]["truncated"] + result["data"]["eval"].get("truncated", 0)
     if truncated:
         print(f"[rlhfkit] {truncated} examples were longer than max_length {cfg.max_length} and were truncated")
-    final = save_final(result["policy"], tokenizer, run.checkpoints / "final", cfg)
+    final = run.checkpoints / "final"
+    if run.writer:  # several processes: the first one writes (trainers/distributed.py)
+        save_final(result["policy"], tokenizer, final, cfg)
     summary = {
         "command": "sft", "model": cfg.model, "device": str(device), "precision": str(dtype).replace("torch.", ""),
         "steps": result["steps"], "data": {**result["data"], "skipped_rows": data.skipped},
@@ -43,5 +45,6 @@ def run_sft(cfg: SFTConfig) -> dict:
         line += f"; eval loss {b['loss']:.3f} → {a['loss']:.3f}, perplexity {b['perplexity']:.2f} → {a['perplexity']:.2f}"
     print(line)
     print(f"[rlhfkit] run folder: {run.path}  (summary.json, metrics.jsonl, checkpoints/final)")
-    write_report(run.path)
+    if run.writer:
+        write_report(run.path)
     return summary

@@ -26,6 +26,8 @@ from typing import Any, Iterable
 
 import torch
 
+from rlhfkit.trainers.distributed import current
+
 POINTER = "latest"
 STATE_FILE = "trainer_state.pt"
 
@@ -120,8 +122,13 @@ class Checkpointer:
         """Write `state` (plus the RNG states and log sizes) as step folder `step`, then the pointer."""
         name = f"step-{step:06d}"
         target = self.folder / name
-        target.mkdir(parents=True, exist_ok=True)
         full = {**state, "step": step, "rng": rng_states(), "log_sizes": log_sizes(self.logs)}
+        dist = current()
+        if dist.world > 1:  # every process calls save; each one's RNG states go in, process 0 writes
+            full["rank_rng"] = dist.gather_object(full["rng"])
+            if not dist.is_main:
+                return target
+        target.mkdir(parents=True, exist_ok=True)
         write_atomic(target / STATE_FILE, lambda fh: torch.save(full, fh))
         write_atomic(self.folder / POINTER, lambda fh: fh.write(f"{name}\n".encode()))
         self._prune(keep_name=name)
@@ -148,19 +155,23 @@ class Checkpointer:
         and `Optimizer.load_state_dict` move the rest to their parameters' device)."""
         path = self.latest()
         if path is None:
-            if self.start_sizes is not None:
+            if self.start_sizes is not None and current().is_main:
                 truncate_logs(self.logs, self.start_sizes)
             return None
         state = torch.load(path, map_location="cpu", weights_only=False)
-        set_rng_states(state["rng"])
-        truncate_logs(self.logs, state["log_sizes"])
+        dist = current()
+        set_rng_states(state["rank_rng"][dist.rank] if dist.world > 1 and "rank_rng" in state else state["rng"])
+        if dist.is_main:
+            truncate_logs(self.logs, state["log_sizes"])
         return state
 
 
     def save_extra(self, name: str, value: Any) -> None:
         """A JSON result computed once before training (e.g. the base policy's evaluation), kept
         beside the checkpoints so a resumed run need not (and, once the weights moved, could
-        not) compute it again."""
+        not) compute it again. Written by process 0 only."""
+        if not current().is_main:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(value, ensure_ascii=False)
         write_atomic(self.folder / f"{name}.json", lambda fh: fh.write(text.encode("utf-8")))

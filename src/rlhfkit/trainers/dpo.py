@@ -52,6 +52,7 @@ from rlhfkit.trainers.common import (
 )
 from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import DPOConfig
+from rlhfkit.trainers.distributed import current
 from rlhfkit.trainers.sft import CHAT
 from rlhfkit.types import PairwiseRecord, ThumbsRecord
 
@@ -117,6 +118,8 @@ class DPOTrainer:
             if model is not None:
                 fuse_activations(model)
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
+        self.dist = current()  # one process, or this process of several (trainers/distributed.py)
+        self.dist.broadcast_parameters(self.trainable)
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
         if self.reference_free:
             self.pair_loss = REFERENCE_FREE_LOSSES[config.loss](config)
@@ -270,19 +273,21 @@ class DPOTrainer:
         context = self._batch_context(items)
         self.optimizer.zero_grad(set_to_none=True)
         parts = []
-        for start in range(0, len(items), cfg.micro_batch_size):
-            micro = items[start : start + cfg.micro_batch_size]
+        local = self.dist.shard(items)  # this process's rows; weights stay shares of the global batch
+        for start in range(0, len(local), cfg.micro_batch_size):
+            micro = local[start : start + cfg.micro_batch_size]
             weight = len(micro) / len(items)
             loss, stats = self._micro_loss(micro, context)
             check_finite(f"{cfg.loss.upper()} loss", loss.detach(), self.step_count)
             (loss * weight).backward()
             parts.append((weight, {"loss": loss.detach(), **stats}))
+        self.dist.reduce_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
         check_finite("gradient norm", grad_norm.detach(), self.step_count)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = {"step": self.step_count, **_mean_stats(parts), "grad_norm": float(grad_norm),
+        stats = {"step": self.step_count, **self.dist.sum_dict(_mean_stats(parts)), "grad_norm": float(grad_norm),
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         self.step_count += 1
         if self.logger is not None:

@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
@@ -65,6 +66,7 @@ from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.trainers.dynamic_sampling import refill
 from rlhfkit.trainers.token_credit import TokenRewardModel
+from rlhfkit.trainers.distributed import DistributedError, current
 from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -288,6 +290,15 @@ class OnlineTrainer:
         self.last_rollout_prompts: list[str] = []  # without a pool (step called alone): this step's prompts
         self.baseline_fn = self._greedy_scores if cfg.algo == "remax" else None
         self.value_head = ValueHead(hidden).to(self.device) if cfg.uses_value_head else None
+        # several processes: each samples its share of the prompts (trainers/distributed.py)
+        self.dist = current()
+        if cfg.prompts_per_step % self.dist.world:
+            raise DistributedError(
+                f"batch_size {cfg.batch_size} / group_size {cfg.group_size} = {cfg.prompts_per_step} prompts per step, "
+                f"which do not split over {self.dist.world} processes (a prompt's samples stay in one); make "
+                f"batch_size a multiple of {cfg.group_size * self.dist.world}")
+        self.dist.broadcast_parameters([p for p in policy.parameters() if p.requires_grad]
+                                       + (list(self.value_head.parameters()) if self.value_head is not None else []))
         self.anchor = None  # a frozen snapshot of the policy when the KL is anchored to the previous policy
         if cfg.kl_anchor == "previous":
             self.anchor = self._snapshot()
@@ -303,7 +314,8 @@ class OnlineTrainer:
         self.kl_ctl = make_kl_controller(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_controller,
                                          cfg.kl_kp, cfg.kl_ki, cfg.kl_lookahead)
         self.sampling = SamplingParams(strategy="sample", temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.dist.rank_seed(cfg.seed))
+        self._order_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.state = State()
         self.backend, self.importance_cap = rollout_backend, importance_cap
         self._backend_synced = False
@@ -313,6 +325,12 @@ class OnlineTrainer:
         self.history: list[dict] = []
         self.last_rollout: Rollout | None = None
         self.last_scored: ScoredRollout | None = None
+
+    @property
+    def order_generator(self) -> torch.Generator:
+        """What draws the mini-batch order: one process, the sampling generator (whichever object
+        `generator` is now); several, a generator seeded alike on every process."""
+        return self.generator if self.dist.world == 1 else self._order_generator
 
     # ------------------------------------------------------------------------------------------
     # Rollouts: single-turn (prompt -> response -> reward_fn) or multi-turn episodes with an
@@ -380,8 +398,10 @@ class OnlineTrainer:
 
     def _shape_scores(self, scores: torch.Tensor, finished: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
-        return shape_scores(scores, finished, clip=cfg.score_clip, norm=cfg.score_norm,
-                            moments=self.state.score_moments, missing_eos_penalty=cfg.missing_eos_penalty)
+        # batch and running normalisation see the global batch's scores
+        return self.dist.on_global_rows(
+            lambda s, f: shape_scores(s, f, clip=cfg.score_clip, norm=cfg.score_norm, moments=self.state.score_moments,
+                                      missing_eos_penalty=cfg.missing_eos_penalty), scores, finished)
 
     def _greedy_scores(self, prompts: list[str]) -> torch.Tensor:
         """ReMax's baseline: the score of the greedy response to each prompt."""
@@ -477,21 +497,34 @@ class OnlineTrainer:
         return ro, raw_scores, scores
 
     def _advantages(self, scored: ScoredRollout) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(advantages (B, T), value targets (B, T) or None) from the chosen estimator."""
-        advantages, returns = self.advantage_fn(scored, self.cfg, self.state)
-        if self.cfg.whiten_advantages:
-            advantages = whiten(advantages, scored.mask)
+        """(advantages (B, T), value targets (B, T) or None) from the chosen estimator, on the global
+        batch (whitening, REINFORCE's baseline and REINFORCE++'s normalisation are batch statistics)."""
+        def estimate(token_rewards, old_values, mask, baseline_scores):
+            view = SimpleNamespace(token_rewards=token_rewards, old_values=old_values, mask=mask,
+                                   baseline_scores=baseline_scores)
+            advantages, returns = self.advantage_fn(view, self.cfg, self.state)
+            if self.cfg.whiten_advantages:
+                advantages = whiten(advantages, mask)
+            return advantages, returns
+
+        advantages, returns = self.dist.on_global_rows(estimate, scored.token_rewards, scored.old_values, scored.mask,
+                                                       scored.baseline_scores, columns=scored.mask.shape[1])
         check_finite("advantages", advantages, self.step_count)
         return advantages, returns
 
     # ------------------------------------------------------------------------------------------
-    def _mini_batches(self, B: int):
-        """Row indices of each optimiser step: ppo_epochs passes over a fresh permutation of the B
-        rows, cut into mini-batches."""
+    def _mini_batches(self, mask: torch.Tensor):
+        """Each optimiser step's (rows of this process, the mini-batch's size, its token count):
+        ppo_epochs passes over a fresh permutation of the global batch's rows, cut into
+        mini-batches. mask: this process's (B, T) response mask."""
+        (full,) = self.dist.gather_rows(mask)  # (B_global, T') — the same mask in one process
+        start, stop = self.dist.bounds(full.shape[0]) if self.dist.world > 1 else (0, full.shape[0])
         for _ in range(self.cfg.ppo_epochs):
-            order = torch.randperm(B, generator=self.generator, device=self.device)
-            for start in range(0, B, self.cfg.mini_batch_size):
-                yield order[start : start + self.cfg.mini_batch_size]
+            order = torch.randperm(full.shape[0], generator=self.order_generator, device=self.device)
+            for m0 in range(0, full.shape[0], self.cfg.mini_batch_size):
+                mini = order[m0 : m0 + self.cfg.mini_batch_size]
+                mine = mini[(mini >= start) & (mini < stop)] - start if self.dist.world > 1 else mini
+                yield mine, len(mini), full[mini].sum().clamp(min=1)
 
     def _grad_forward(self, ro: Rollout, idx: torch.Tensor, with_entropy: bool = False):
         """The rows `idx` of the rollout, padding trimmed, forwarded with grad: (ForwardOutput,
@@ -546,8 +579,10 @@ class OnlineTrainer:
         if self.ptx is not None:
             ptx = self.ptx.loss(self.policy, self._autocast)
             check_finite("ptx loss", ptx.detach(), self.step_count)
-            (self.cfg.ptx_coef * ptx).backward()
+            # every process computes the same ptx batch: each adds 1/N of its gradient
+            (self.cfg.ptx_coef / self.dist.world * ptx).backward()
             ptx_loss = float(ptx.detach())
+        self.dist.reduce_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         check_finite("gradient norm", grad_norm.detach(), self.step_count)
         self.optimizer.step()
@@ -562,12 +597,11 @@ class OnlineTrainer:
         n_micro = 0
         # Dropout stays off (eval mode): with it π and π_old would differ before any update.
         self.policy.eval()
-        for mini in self._mini_batches(scored.mask.shape[0]):
-            mini_tokens = scored.mask[mini].sum().clamp(min=1)
+        for mini, mini_size, mini_tokens in self._mini_batches(scored.mask):
             self.optimizer.zero_grad(set_to_none=True)
             for m0 in range(0, len(mini), self.cfg.micro_batch_size):
                 idx = mini[m0 : m0 + self.cfg.micro_batch_size]
-                for name, value in self._micro_loss(scored, idx, advantages, returns, mini_tokens, len(mini)).items():
+                for name, value in self._micro_loss(scored, idx, advantages, returns, mini_tokens, mini_size).items():
                     sums[name] = sums.get(name, 0.0) + value
                 n_micro += 1
             grad_norm, ptx_loss = self._optimizer_step()
@@ -575,7 +609,7 @@ class OnlineTrainer:
             if ptx_loss is not None:
                 ptx_losses.append(ptx_loss)
         self.optimizer.zero_grad(set_to_none=True)
-        stats = {k: v / max(n_micro, 1) for k, v in sums.items()}
+        stats = self.dist.mean_dict({k: v / max(n_micro, 1) for k, v in sums.items()})
         stats["policy/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
         if ptx_losses:
             stats["loss/ptx"] = sum(ptx_losses) / len(ptx_losses)
@@ -589,7 +623,7 @@ class OnlineTrainer:
         permutation is drawn as in `_update`, so the RNG streams match the general path's.
         Returns (scored rollout, advantages (B, T), update stats)."""
         B, T = ro.response_mask.shape
-        (idx,) = self._mini_batches(B)
+        ((idx, mini_size, mini_tokens),) = self._mini_batches(ro.response_mask)
         self.policy.eval()
         self.optimizer.zero_grad(set_to_none=True)
         out, r_mask = self._grad_forward(ro, idx, with_entropy=True)
@@ -603,7 +637,8 @@ class OnlineTrainer:
                             entropy=detached(out.entropy))
         scored = self._scored_rollout(ro, raw_scores, scores, baseline_scores, PolicyPasses(old, anchor_logprobs))
         advantages, returns = self._advantages(scored)
-        stats = self._micro_loss(scored, idx, advantages, returns, scored.mask.sum().clamp(min=1), B, forward=(out, r_mask))
+        stats = self.dist.mean_dict(self._micro_loss(scored, idx, advantages, returns, mini_tokens, mini_size,
+                                                     forward=(out, r_mask)))
         grad_norm, ptx_loss = self._optimizer_step()
         self.optimizer.zero_grad(set_to_none=True)
         stats["policy/grad_norm"] = grad_norm
@@ -616,19 +651,27 @@ class OnlineTrainer:
         """One iteration on `prompts` (each is sampled group_size times; with an environment, task
         rows, each played group_size times). Returns the logged stats."""
         cfg = self.cfg
-        prompts = [p for p in prompts for _ in range(cfg.group_size)]
+        # this process's share of the prompts (all of them in one process), each with its G samples
+        prompts = [p for p in self.dist.shard(prompts) for _ in range(cfg.group_size)]
         times = [time.perf_counter()]
         # generate
         self.policy.eval()
         ro = self.rollout_fn(prompts)
         times.append(time.perf_counter())
+        return self.learn(ro, times)
+
+    def learn(self, ro: Rollout, times: list[float] | None = None) -> dict[str, float]:
+        """The rest of an iteration on a sampled rollout (this process's rows, a prompt's G
+        samples adjacent): score → shape → advantages → loss → step → log. times: perf_counter
+        at the start and after generate (default: now, twice)."""
+        times = times or [time.perf_counter()] * 2
         # score
         raw_scores = self.score_fn(ro)
         scores = self._shape_scores(raw_scores, ro.finished)
         ro, raw_scores, scores = self._after_scoring(ro, raw_scores, scores, prompts)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
         times.append(time.perf_counter())
-        if len(prompts) <= self.plan.single_update_rows:
+        if self._one_step(len(ro.prompts)):
             # one on-policy step: the anchor pass, then shape, advantages, loss and step, the
             # forward with grad giving π_old
             anchor_logprobs = self._anchor_logprobs(ro)
@@ -642,10 +685,11 @@ class OnlineTrainer:
             advantages, returns = self._advantages(scored)
             update_stats = self._update(scored, advantages, returns)
         times.append(time.perf_counter())
-        # the KL controller's step on this batch's mean sequence KL
-        self.kl_ctl.update(float(scored.kl.sum(1).mean()), len(prompts))
+        # the KL controller's step on this (global) batch's mean sequence KL
+        (kl_sums,) = self.dist.gather_rows(scored.kl.sum(1))
+        self.kl_ctl.update(float(kl_sums.mean()), len(kl_sums))
         # log
-        stats = self._stats(scored, advantages, update_stats, times)
+        stats = self._stats(*self._global_view(scored, advantages), update_stats, times)
         self.last_rollout, self.last_scored = ro, scored
         self.step_count += 1
         self._refresh_frozen_copies()
@@ -670,6 +714,31 @@ class OnlineTrainer:
     def _sync_backend(self) -> None:
         self.backend.sync_weights(self.policy, self.tokenizer)
         self._backend_synced = True
+
+    def _one_step(self, rows: int) -> bool:
+        """True when this iteration's update is one on-policy step (`PassPlan`): the global batch
+        is one mini-batch and this process's `rows` one micro-batch."""
+        return 0 < rows <= self.plan.single_update_rows and rows * self.dist.world <= self.cfg.mini_batch_size
+
+    def _global_view(self, scored: ScoredRollout, advantages: torch.Tensor):
+        """(scored, advantages) of the global batch for the logged statistics: the processes'
+        rows gathered (one process: the arguments themselves). NLPO's action mask is carried as
+        its per-token size (B, T, 1), which is all the statistics read of it."""
+        if self.dist.world == 1:
+            return scored, advantages
+        ro = scored.rollout
+        sizes = ro.action_mask.sum(-1, keepdim=True) if ro.action_mask is not None else None
+        (mask, raw, rewards, entropy, unmasked, anchor, kl, values, finished, sizes,
+         advantages) = self.dist.gather_rows(scored.mask, scored.raw_scores, scored.token_rewards, scored.entropy,
+                                             scored.unmasked_logprobs, scored.anchor_logprobs, scored.kl,
+                                             scored.old_values, ro.finished, sizes, advantages)
+        texts = self.dist.gather_object((list(ro.prompts), list(ro.responses)))
+        rollout = SimpleNamespace(finished=finished, action_mask=sizes, prompts=[p for part in texts for p in part[0]],
+                                  responses=[r for part in texts for r in part[1]])
+        view = SimpleNamespace(rollout=rollout, mask=mask, raw_scores=raw, token_rewards=rewards, kl_coef=scored.kl_coef,
+                               entropy=entropy, unmasked_logprobs=unmasked, anchor_logprobs=anchor, kl=kl,
+                               old_values=values)
+        return view, advantages
 
     def _stats(self, scored: ScoredRollout, advantages: torch.Tensor, update_stats: dict[str, float],
                times: list[float]) -> dict:
@@ -773,6 +842,9 @@ class OnlineTrainer:
             state["masker"] = tensors_of(self.masker.model.parameters())
         if self.anchor is not None:
             state["anchor"] = tensors_of(self.anchor.parameters())
+        if self.dist.world > 1:  # each process samples with its own generator
+            state["rank_generators"] = self.dist.gather_object(self.generator.get_state())
+            state["order_generator"] = self.order_generator.get_state()
         return state
 
     def save_checkpoint(self, checkpointer: Checkpointer) -> None:
@@ -793,6 +865,12 @@ class OnlineTrainer:
         self.kl_ctl.value = state["kl_coef"]
         vars(self.kl_ctl).update(state.get("kl_controller", {}))
         self.generator.set_state(state["generator"])
+        if "rank_generators" in state or self.dist.world > 1:
+            written = len(state.get("rank_generators", [None]))
+            if written != self.dist.world:
+                raise DistributedError(f"the checkpoint was written by {written} process(es); resume with as many")
+            self.generator.set_state(state["rank_generators"][self.dist.rank])
+            self.order_generator.set_state(state["order_generator"])
         self.state = state["state"]
         self.history = state["history"]
         if self.ptx is not None:

@@ -46,6 +46,7 @@ from rlhfkit.models.heads import RewardModel
 from rlhfkit.trainers.checkpoint import Checkpointer, EpochCursor, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RewardTrainConfig
+from rlhfkit.trainers.distributed import current
 from rlhfkit.types import (
     PairwiseRecord,
     RankingRecord,
@@ -361,21 +362,36 @@ def _reward_optimizer(rm: RewardModel, config: RewardTrainConfig) -> torch.optim
     )
 
 
-def _train_step(rm: RewardModel, label: LabelType, records: list[Any], optimizer, config: RewardTrainConfig,
-                step: int, epoch: int, logger: Callable[[dict], None] | None) -> dict[str, Any]:
-    """One batch of records: score → the kind's loss → step → log. Returns the row logged."""
-    rm.train()
+def _local_loss(rm: RewardModel, label: LabelType, records: list[Any], global_size: int,
+                step: int) -> dict[str, float]:
+    """Backpropagate these records' share of the loss of a batch of `global_size` records (every
+    kind's loss is a mean over records); returns their stats weighted by the same share (counts
+    such as `pairs` are summed instead)."""
+    if not records:  # a process whose shard of a small last batch is empty
+        return {}
     batch = label.to_batch(records)  # schema → texts + targets
     scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
     loss, stats = label.loss(scores, batch)
     check_finite("reward-model loss", loss.detach(), step)
+    share = len(records) / global_size
+    (loss * share if share != 1 else loss).backward()
+    return {k: float(v) * (1 if k == "pairs" else share) for k, v in {"loss": loss.detach(), **stats}.items()}
+
+
+def _train_step(rm: RewardModel, label: LabelType, records: list[Any], optimizer, config: RewardTrainConfig,
+                step: int, epoch: int, logger: Callable[[dict], None] | None) -> dict[str, Any]:
+    """One batch of records: score → the kind's loss → step → log. Returns the row logged. With
+    several processes each scores its shard and the gradients are summed (trainers/distributed.py)."""
+    rm.train()
+    dist = current()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    stats = dist.sum_dict(_local_loss(rm, label, list(dist.shard(records)), len(records), step))
+    trainable = [p for p in rm.parameters() if p.requires_grad]
+    dist.reduce_gradients(trainable)
     grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
     check_finite("reward-model gradient norm", grad_norm.detach(), step)
     optimizer.step()
-    row = {"stage": "reward_model", "step": step, "epoch": epoch, "loss": float(loss.detach()),
-           **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)}
+    row = {"stage": "reward_model", "step": step, "epoch": epoch, **stats, "grad_norm": float(grad_norm)}
     if logger:
         logger(row)
     return row
@@ -425,6 +441,7 @@ def train_reward_model(
     torch.manual_seed(config.seed)
     optimizer = _reward_optimizer(rm, config)
     trainable = [p for p in rm.parameters() if p.requires_grad]
+    current().broadcast_parameters(trainable)  # the same initial head on every process
     cursor = EpochCursor(len(train_pairs), config.batch_size, config.seed)
     total = config.epochs * math.ceil(len(train_pairs) / config.batch_size)
     step, result, epoch_rows = 0, {}, []

@@ -33,6 +33,7 @@ from rlhfkit.trainers.common import (
 )
 from rlhfkit.trainers.checkpoint import Checkpointer
 from rlhfkit.trainers.config import SFTConfig
+from rlhfkit.trainers.distributed import current
 from rlhfkit.types import SFTRecord
 
 CHAT = {"auto": None, "yes": True, "no": False}
@@ -51,6 +52,8 @@ class SFTTrainer:
         self.device = next(policy.parameters()).device
         self.pad_id = pad_token_id(tokenizer)
         self.trainable = [p for p in policy.parameters() if p.requires_grad]
+        self.dist = current()  # one process, or this process of several (trainers/distributed.py)
+        self.dist.broadcast_parameters(self.trainable)
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, total_steps)
         self.step_count = 0
 
@@ -72,15 +75,18 @@ class SFTTrainer:
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
         nll_sum = 0.0
-        for start in range(0, len(examples), cfg.micro_batch_size):
-            batch = collate_sft(examples[start : start + cfg.micro_batch_size], self.pad_id, self.device)
+        local = self.dist.shard(examples)  # this process's rows (all of them in one process)
+        for start in range(0, len(local), cfg.micro_batch_size):
+            batch = collate_sft(local[start : start + cfg.micro_batch_size], self.pad_id, self.device)
             # forward + loss
             logits = self._forward(batch)
             loss, stats = sft_loss(logits, batch["input_ids"], batch["loss_mask"], num_tokens=batch_tokens)
             check_finite("SFT loss", loss.detach(), self.step_count)
             loss.backward()
             nll_sum += float(stats["nll_sum"])
+        nll_sum = self.dist.sum(nll_sum)
         # step
+        self.dist.reduce_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
         check_finite("gradient norm", grad_norm.detach(), self.step_count)
         self.optimizer.step()
@@ -101,11 +107,13 @@ class SFTTrainer:
         """Token-mean NLL (nats) of the trained tokens of `examples` and its perplexity exp(NLL)."""
         self.policy.eval()
         nll_sum, tokens = 0.0, 0.0
-        for start in range(0, len(examples), self.cfg.micro_batch_size):
-            batch = collate_sft(examples[start : start + self.cfg.micro_batch_size], self.pad_id, self.device)
+        local = self.dist.shard(examples)
+        for start in range(0, len(local), self.cfg.micro_batch_size):
+            batch = collate_sft(local[start : start + self.cfg.micro_batch_size], self.pad_id, self.device)
             _, stats = sft_loss(self._forward(batch), batch["input_ids"], batch["loss_mask"])
             nll_sum += float(stats["nll_sum"])
             tokens += float(stats["tokens"])
+        nll_sum, tokens = self.dist.sum(nll_sum), self.dist.sum(tokens)
         loss = nll_sum / max(tokens, 1.0)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
 
