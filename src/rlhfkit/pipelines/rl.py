@@ -67,22 +67,29 @@ def _resume(trainer: OnlineTrainer, checkpointer, run: RunDir) -> tuple[dict | N
     return before.get("summary"), before.get("base_texts", [])
 
 
-def run_rl(cfg: RLRunConfig) -> dict:
-    if cfg.env:
-        # multi-turn episodes have their own flow (imported here: it imports this module's helpers)
-        from rlhfkit.pipelines.env_rl import run_env_rl
-
-        return run_env_rl(cfg)
+def _device_and_task(cfg: RLRunConfig):
+    """(device, task), checked before a run folder is made (a missing device, a wrong model name,
+    an unknown task); an unset --max-new-tokens takes the task's."""
     if cfg.reward_granularity == "token" and cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
         raise ConfigError(f"--reward-granularity token needs --algo ppo, reinforce or reinforce_pp (not {cfg.algo})")
     torch.manual_seed(cfg.seed)
-    device = process_device(resolve_device(cfg.device))  # a missing device or a wrong model name fails before a run folder is made
+    device = process_device(resolve_device(cfg.device))
     resolve_policy_path(cfg.policy)
     try:
         task = get_task(cfg.task)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     apply_task_defaults(cfg, task)
+    return device, task
+
+
+def run_rl(cfg: RLRunConfig) -> dict:
+    if cfg.env:
+        # multi-turn episodes have their own flow (imported here: it imports this module's helpers)
+        from rlhfkit.pipelines.env_rl import run_env_rl
+
+        return run_env_rl(cfg)
+    device, task = _device_and_task(cfg)
     # prompts and reward before the run folder: a bad file or reward leaves nothing behind
     train_prompts, eval_prompts, columns = _prompts(cfg, task)
     reward_fn, weights = build_reward(cfg.reward, task, device, columns=columns,
