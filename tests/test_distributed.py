@@ -6,7 +6,9 @@ Accelerate's `Accelerator` from the launcher's environment variables, as under `
 launch`) runs all five scenarios; each scenario also runs here in this one process, and the
 tests compare the logged losses and the weights after a few optimiser steps.
 
-Tolerance: atol 1e-5 on the weights and rel 1e-5 on the losses. The two runs add the same
+Tolerance: atol 1e-5 on the weights; rel 1e-5 on the losses and statistics, with atol 1e-6 for
+those that are zero in exact arithmetic (GRPO's first policy loss, a mean of group-centred
+advantages: float32 sums of terms of size ~4 land within ~1e-6 of zero). The two runs add the same
 float32 terms in different orders and shapes (a micro-batch of 4 rows in place of 8, a
 sum of two processes' partial gradients, rows padded to another width), which changes the
 last bits of each sum (float32 ε ≈ 1.2e-7 relative); Adam divides the gradient by its own size,
@@ -191,7 +193,7 @@ def _assert_close(one, two, name):
     losses_1, weights_1 = one[name]
     losses_2, weights_2 = two[name]
     assert torch.allclose(torch.tensor(losses_1, dtype=torch.float64), torch.tensor(losses_2, dtype=torch.float64),
-                          rtol=1e-5, atol=1e-7), (losses_1, losses_2)
+                          rtol=1e-5, atol=1e-6), (losses_1, losses_2)
     moved = max((weights_1[k] - _INITIAL[name][k]).abs().max().item() for k in weights_1 if k in _INITIAL[name])
     assert moved > 1e-4  # training moved the weights (so equality below is not trivial)
     # The reward head's bias gets no gradient from a Bradley–Terry loss (it depends on score
@@ -220,10 +222,13 @@ def test_two_processes_resume_as_if_never_stopped(two_processes):
     checkpoint (process 0 wrote it), so the resumed run logs and ends exactly as the whole one."""
     for rank in two_processes:
         (whole_log, whole_weights), (resumed_log, resumed_weights) = rank["resume"]["whole"], rank["resume"]["resumed"]
-        assert len(whole_log) == 4 and resumed_log == whole_log
+        assert len(whole_log) == 4
+        for a, b in zip(whole_log, resumed_log):
+            assert a == b, sorted((k, a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k))
         for key in whole_weights:
             assert torch.equal(whole_weights[key], resumed_weights[key]), key
-    assert two_processes[0]["resume"]["whole"][0] == two_processes[1]["resume"]["whole"][0]
+    for a, b in zip(two_processes[0]["resume"]["whole"][0], two_processes[1]["resume"]["whole"][0]):
+        assert a == b, sorted((k, a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _process(rank: int, world: int, kind=None):

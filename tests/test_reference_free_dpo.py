@@ -14,29 +14,13 @@ from rlhfkit.config import ConfigError
 from rlhfkit.trainers.config import DPOConfig
 from rlhfkit.trainers.dpo import DPOTrainer, _examples, train_dpo
 from rlhfkit.types import PairwiseRecord
+from tests.test_dpo import _cfg, _flat, _offline_commands_registered  # noqa: F401 (an autouse fixture)
 
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
 PAIRS = [PairwiseRecord(p, chosen, rejected) for p, chosen, rejected in zip(
     PROMPTS, ["good .", "great acting and a fine story .", "four", "excellent"],
     ["bad , boring and slow .", "awful", "five six", "terrible plot ."])]
 REFERENCE_FREE = ["orpo", "simpo", "cpo"]
-
-
-@pytest.fixture(autouse=True)
-def _offline_commands_registered(monkeypatch):
-    if "rlhfkit.cli.train" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["rlhfkit.cli.train"])
-
-
-def _cfg(**kw):
-    base = dict(lora=False, learning_rate=5e-3, batch_size=8, micro_batch_size=8, max_steps=1, chat="no",
-                lr_scheduler="constant", max_response_tokens=16)
-    base.update(kw)
-    return DPOConfig(**base)
-
-
-def _flat(params):
-    return torch.cat([p.detach().flatten() for p in params])
 
 
 @pytest.mark.parametrize("loss", REFERENCE_FREE)

@@ -486,7 +486,8 @@ class OnlineTrainer:
         if cfg.group_size < 2:
             return ro, raw_scores, scores
         zero = zero_variance_groups(raw_scores, cfg.group_size)
-        self.sampling_stats["groups/zero_variance_fraction"] = float(zero.float().mean())
+        (everyone,) = self.dist.gather_rows(raw_scores)  # the logged share is the global batch's
+        self.sampling_stats["groups/zero_variance_fraction"] = float(zero_variance_groups(everyone, cfg.group_size).float().mean())
         if not cfg.dynamic_sampling or not bool(zero.any()):
             return ro, raw_scores, scores
         self.last_rollout_prompts = list(prompts[:: cfg.group_size])
@@ -499,16 +500,16 @@ class OnlineTrainer:
     def _advantages(self, scored: ScoredRollout) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(advantages (B, T), value targets (B, T) or None) from the chosen estimator, on the global
         batch (whitening, REINFORCE's baseline and REINFORCE++'s normalisation are batch statistics)."""
-        def estimate(token_rewards, old_values, mask, baseline_scores):
+        def estimate(token_rewards, old_values, mask, baseline_scores, scores):
             view = SimpleNamespace(token_rewards=token_rewards, old_values=old_values, mask=mask,
-                                   baseline_scores=baseline_scores)
+                                   baseline_scores=baseline_scores, scores=scores)
             advantages, returns = self.advantage_fn(view, self.cfg, self.state)
             if self.cfg.whiten_advantages:
                 advantages = whiten(advantages, mask)
             return advantages, returns
 
         advantages, returns = self.dist.on_global_rows(estimate, scored.token_rewards, scored.old_values, scored.mask,
-                                                       scored.baseline_scores, columns=scored.mask.shape[1])
+                                                       scored.baseline_scores, scored.scores, columns=scored.mask.shape[1])
         check_finite("advantages", advantages, self.step_count)
         return advantages, returns
 
@@ -668,7 +669,7 @@ class OnlineTrainer:
         # score
         raw_scores = self.score_fn(ro)
         scores = self._shape_scores(raw_scores, ro.finished)
-        ro, raw_scores, scores = self._after_scoring(ro, raw_scores, scores, prompts)
+        ro, raw_scores, scores = self._after_scoring(ro, raw_scores, scores, ro.prompts)
         baseline_scores = self.baseline_fn(ro.prompts) if self.baseline_fn is not None else None
         times.append(time.perf_counter())
         if self._one_step(len(ro.prompts)):
@@ -734,10 +735,10 @@ class OnlineTrainer:
                                              scored.old_values, ro.finished, sizes, advantages)
         texts = self.dist.gather_object((list(ro.prompts), list(ro.responses)))
         rollout = SimpleNamespace(finished=finished, action_mask=sizes, prompts=[p for part in texts for p in part[0]],
-                                  responses=[r for part in texts for r in part[1]])
+                                  responses=[r for part in texts for r in part[1]], episodes=None)
         view = SimpleNamespace(rollout=rollout, mask=mask, raw_scores=raw, token_rewards=rewards, kl_coef=scored.kl_coef,
                                entropy=entropy, unmasked_logprobs=unmasked, anchor_logprobs=anchor, kl=kl,
-                               old_values=values)
+                               old_values=values, importance_weights=scored.importance_weights)
         return view, advantages
 
     def _stats(self, scored: ScoredRollout, advantages: torch.Tensor, update_stats: dict[str, float],
