@@ -258,3 +258,18 @@ def test_sharded_parameter_launches_are_refused_with_a_reason(kind):
 
     with pytest.raises(ConfigError, match=f"accelerate launch with {kind}.*examples/accelerate/ddp.yaml"):
         _process(0, 2, DistributedType[kind])
+
+
+def test_cpu_launch_of_several_processes_that_starts_one_says_so(monkeypatch, capsys):
+    # what `accelerate launch --cpu --num_processes 2` sets for its single process (accelerate 1.16,
+    # utils/launch.py: MASTER_ADDR only for num_processes > 1, no WORLD_SIZE without mpirun)
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setattr(distributed, "_CURRENT", None)
+    assert distributed.current() is distributed.SINGLE
+    assert "--multi_gpu --num_processes N" in capsys.readouterr().err
+    monkeypatch.delenv("MASTER_ADDR")  # `--cpu` with one process: nothing to say
+    monkeypatch.setattr(distributed, "_CURRENT", None)
+    assert distributed.current() is distributed.SINGLE and capsys.readouterr().err == ""

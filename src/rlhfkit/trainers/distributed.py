@@ -33,6 +33,7 @@ process and the collectives.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -231,6 +232,24 @@ def launched_world_size() -> int:
     return 1
 
 
+def single_process_cpu_launch() -> bool:
+    """True when `accelerate launch --cpu --num_processes N` (N > 1) started this one process:
+    Accelerate sets MASTER_ADDR for N > 1 but, without an mpirun host file, runs a single
+    process on the CPU."""
+    return (
+        launched_world_size() == 1
+        and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+        and "MASTER_ADDR" in os.environ
+    )
+
+
+CPU_LAUNCH_NOTE = (
+    "rlhfkit: note: `accelerate launch --cpu --num_processes N` started one process "
+    "(Accelerate's multi-CPU launch goes through mpirun and a host file); this run is a single "
+    "process. For N gloo processes on a CPU use `accelerate launch --multi_gpu --num_processes N`."
+)
+
+
 def current() -> Single:
     """The run's processes: `SINGLE` unless a launcher started more than one (then the
     Accelerator is made once, on the first call)."""
@@ -242,6 +261,8 @@ def current() -> Single:
             # without a GPU, Accelerate makes a gloo group on the CPU only when told cpu=True
             _CURRENT = Distributed(Accelerator(cpu=not torch.cuda.is_available()))
         else:
+            if single_process_cpu_launch():
+                print(CPU_LAUNCH_NOTE, file=sys.stderr)
             _CURRENT = SINGLE
     return _CURRENT
 
