@@ -51,3 +51,23 @@ def test_presets_set_the_budget(tmp_path):
     assert BenchConfig(preset="custom", sample_budget=128).sample_budget == 128
     with pytest.raises(Exception, match="tasks"):
         BenchConfig(tasks=[])
+
+
+def test_a_resumed_bench_keeps_its_finished_tasks_and_refuses_other_settings(tmp_path, tiny_llama, tiny_tok, capsys):
+    model = tmp_path / "tiny"
+    tiny_llama.save_pretrained(model)
+    tiny_tok.save_pretrained(model)
+    args = ["bench", "--policy", str(model), "--preset", "custom", "--methods", "best_of_n", "--sample-budget", "8",
+            "--batch-size", "8", "--eval-prompts", "4", "--best-of-n", "2", "--max-new-tokens", "3",
+            "--precision", "fp32", "--output-dir", str(tmp_path)]
+    assert main([*args, "--tasks", "arithmetic"]) == 0  # as if stopped after its first task
+    first = json.loads((tmp_path / "bench" / "bench.json").read_text())["tasks"]["arithmetic"]
+    capsys.readouterr()
+    assert main([*args, "--tasks", "arithmetic,sentiment", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "task arithmetic kept from the stopped run" in out and "bench: task sentiment\n" in out
+    results = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert results["tasks"]["arithmetic"] == first and list(results["tasks"]) == ["arithmetic", "sentiment"]
+    assert results["wall_seconds"] == pytest.approx(sum(t["wall_seconds"] for t in results["tasks"].values()))
+    assert main([*args, "--tasks", "arithmetic", "--best-of-n", "4", "--resume"]) == 2
+    assert "made with other best_of_n" in capsys.readouterr().err

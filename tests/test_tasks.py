@@ -125,6 +125,33 @@ def h():
     assert rows[0]["prompt"].endswith(rows[0]["passage"]) and rows[0]["reference"] not in rows[0]["prompt"]
 
 
+def test_docstrings_sharing_a_passage_give_one_row(tmp_path):
+    # the same body under two summaries would be one prompt with two references: the first is kept
+    body = ("Each row is returned as a list of strings, one per field, in the order the fields appear in the "
+            "file; quoting and escaping follow the dialect that the reader was created with.")
+    (tmp_path / "csv.py").write_text(f'''
+def f():
+    """Read rows from a file of comma separated values.
+
+    {body}
+    """
+
+def g():
+    """Read the rows of a CSV file one by one.
+
+    {body}
+    """
+''')
+    rows = docstring_rows(tmp_path)
+    assert [r["id"] for r in rows] == ["csv:f"]
+
+
+def test_summarize_prompts_are_unique_so_each_has_one_reference():
+    rows = get_task("summarize").split_rows("train") + get_task("summarize").split_rows("test")
+    prompts = [r["prompt"] for r in rows]
+    assert len(prompts) == len(set(prompts)) > 50
+
+
 def test_summarize_references_are_the_docstrings_first_lines():
     task = get_task("summarize")
     prompts = task.prompts("test")[:2]

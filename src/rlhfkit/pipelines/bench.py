@@ -28,8 +28,9 @@ def _tasks(names: list[str]) -> list:
 
 
 def _task_result(cfg: BenchConfig, spec: str, task, folder: Path) -> dict:
+    # --resume continues a compare the stopped bench had begun; one it had not reached starts anew
     compare = derive_config(CompareConfig, cfg, task=spec, output_dir=str(folder), run_name=task.name, overwrite=True,
-                            max_new_tokens=cfg.max_new_tokens if cfg.preset == "custom" else None)  # None: the task's
+                            resume=cfg.resume and (folder / task.name).is_dir(), max_new_tokens=cfg.max_new_tokens if cfg.preset == "custom" else None)  # None: the task's
     summary = run_compare(compare)
     samples = [json.loads(line) for line in (folder / task.name / "samples.jsonl").read_text().splitlines() if line]
     rows = {}
@@ -41,20 +42,43 @@ def _task_result(cfg: BenchConfig, spec: str, task, folder: Path) -> dict:
             "max_new_tokens": compare.max_new_tokens, "rows": rows}
 
 
+_SAME_RUN = ("preset", "policy", "methods", "sample_budget", "eval_prompts", "best_of_n")
+
+
+def _finished_tasks(run: RunDir, results: dict) -> dict:
+    """--resume: the tasks a stopped bench finished (from its bench.json), when it ran the same
+    table; a bench of other settings is refused rather than mixed into this one."""
+    path = run.path / "bench.json"
+    if not run.resume or not path.is_file():
+        return {}
+    before = json.loads(path.read_text())
+    changed = [key for key in _SAME_RUN if before.get(key) != results[key]]
+    if changed:
+        raise ConfigError(f"cannot resume {run.path}: its bench.json was made with other {', '.join(changed)}; "
+                          "pass --overwrite to start it anew")
+    return before.get("tasks", {})
+
+
 def run_bench(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)  # a missing device, model or task fails before a run folder is made
     resolve_policy_path(cfg.policy)
     tasks = _tasks(cfg.tasks)
-    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite)
+    run = RunDir(cfg.output_dir, cfg.run_name, overwrite=cfg.overwrite, resume=cfg.resume)
     run.save_config(cfg)
-    start = time.perf_counter()
     results: dict = {"preset": cfg.preset, "policy": cfg.policy, "methods": cfg.methods, "sample_budget": cfg.sample_budget,
                      "eval_prompts": cfg.eval_prompts, "best_of_n": cfg.best_of_n, "device": str(device),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "tasks": {}}
+    finished = _finished_tasks(run, results)
     for spec, task in zip(cfg.tasks, tasks):
-        print(f"[rlhfkit] bench: task {task.name}")
-        results["tasks"][task.name] = _task_result(cfg, spec, task, run.path)
-        results["wall_seconds"] = round(time.perf_counter() - start, 1)
+        if task.name in finished:
+            print(f"[rlhfkit] bench: task {task.name} kept from the stopped run ({finished[task.name].get('wall_seconds', 0):.0f}s)")
+            results["tasks"][task.name] = finished[task.name]
+        else:
+            print(f"[rlhfkit] bench: task {task.name}")
+            start = time.perf_counter()
+            results["tasks"][task.name] = _task_result(cfg, spec, task, run.path)
+            results["tasks"][task.name]["wall_seconds"] = round(time.perf_counter() - start, 1)
+        results["wall_seconds"] = round(sum(t.get("wall_seconds", 0) for t in results["tasks"].values()), 1)
         write_json_atomic(run.path / "bench.json", results)  # after each task: a stopped bench keeps what it finished
     (run.path / "report.html").write_text(bench_html(results))
     print()

@@ -61,9 +61,12 @@ def _pair(docstring: str) -> tuple[str, str] | None:
 
 
 def docstring_rows(stdlib: Path | None = None) -> list[dict]:
-    """Every usable docstring of MODULES: {"id": "module:qualname", "prompt", "reference", "passage"}."""
+    """Every usable docstring of MODULES: {"id": "module:qualname", "prompt", "reference", "passage"}.
+
+    A summary or a passage seen before is skipped (the first one kept): two rows with one prompt
+    and two references would leave a completion's reference ambiguous."""
     root = Path(stdlib or sysconfig.get_paths()["stdlib"])
-    rows, seen = [], set()
+    rows, seen, seen_passages = [], set(), set()
     for module in MODULES:
         path = root / f"{module}.py"
         if not path.is_file():
@@ -73,9 +76,10 @@ def docstring_rows(stdlib: Path | None = None) -> list[dict]:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue
             pair = _pair(ast.get_docstring(node) or "")
-            if pair is None or pair[0] in seen:
+            if pair is None or pair[0] in seen or pair[1] in seen_passages:
                 continue
             seen.add(pair[0])
+            seen_passages.add(pair[1])
             reference, passage = pair
             rows.append({"id": f"{module.replace('/', '.')}:{node.name}", "reference": reference, "passage": passage,
                          "prompt": f"{INSTRUCTION}\n\n{passage}"})
@@ -87,7 +91,7 @@ def cached_docstring_rows() -> tuple[dict, ...]:
     """`docstring_rows()` of this Python, kept in $RLHFKIT_CACHE after the first read (~2 s)."""
     version = ".".join(map(str, sys.version_info[:3]))
     root = Path(os.environ.get("RLHFKIT_CACHE", Path.home() / ".cache" / "rlhfkit")).expanduser()
-    path = root / "tasks" / f"summarize-python{version}.json"
+    path = root / "tasks" / f"summarize-v2-python{version}.json"
     if path.is_file():
         return tuple(json.loads(path.read_text()))
     rows = docstring_rows()
