@@ -98,6 +98,11 @@ FAST_LINE: dict[str, list[str]] = {
     # the judge is the embedded LM: the tiny model stands in for it too
     "rlhfkit rl --algo online_dpo --task sentiment --reward judge --steps 2":
         [*_TINY_RL, "--eval-prompts", "4", "--reward", f"judge:{TINY}"],
+    # iterative DPO: two rounds of two pairs
+    "rlhfkit rl --algo online_dpo --dpo-rounds 3 --pairs-per-round 32 --ppo-epochs 2 --task sentiment":
+        [*_TINY_RL, "--eval-prompts", "4", "--dpo-rounds", "2", "--pairs-per-round", "2"],
+    "rlhfkit rl --algo online_dpo --dpo-rounds 3 --round-reference initial --task sentiment --reward judge":
+        [*_TINY_RL, "--eval-prompts", "4", "--dpo-rounds", "2", "--pairs-per-round", "2", "--reward", f"judge:{TINY}"],
 }
 SKIP: dict[str, str] = {
     "make demo": "the full demo (minutes); the quickstart lines below run its command on a tiny model",
