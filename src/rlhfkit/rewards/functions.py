@@ -51,6 +51,7 @@ class ProcessRewardScorer:
     batch_size: int = 64
 
     def step_rewards(self, prompts: Sequence[str], completions: Sequence[str]) -> StepRewards:
+        # torch-backed, imported when a PRM scores (this module stays light for the CLI)
         from rlhfkit.algorithms.process_reward import split_steps, step_rewards_from_logits
 
         ends = [[end for _, end in split_steps(c, self.model.separator)] for c in completions]
