@@ -460,3 +460,42 @@ class DPOConfig(OfflineTrainOptions):
             raise ConfigError("desirable_weight and undesirable_weight (KTO's λ_D, λ_U) must be positive")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
+
+
+@dataclass
+class GKDConfig(SFTConfig):
+    """On-policy distillation (GKD; Agarwal et al. 2024): the student (--model) learns the teacher's
+    token distributions by the generalised JSD(β), on its own samples with probability lmbda and
+    on the data's completions otherwise. Defaults: TRL's GKDConfig (lmbda 0.5, β 0.5, temperature
+    0.9, 128 new tokens)."""
+
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "gkd-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        **SFTConfig.help_terms,
+        "rows": "SFT rows: prompt + completion, or messages (the completions are used off-policy); with --lmbda 1 prompt-only rows do",
+        "model_role": "student to train",
+    }
+    limits: ClassVar[dict[str, str]] = {**SFTConfig.limits, "lmbda": "[0, 1]", "beta": "[0, 1]", "temperature": "> 0",
+                                        "max_new_tokens": ">= 1"}
+
+    teacher: str = ""
+    """teacher LM: any local causal LM (folder, .gguf, HF id, the embedded model) with the student's tokenizer"""
+    lmbda: float = 0.5
+    """λ: the probability that an optimiser batch is the student's own samples (on-policy); otherwise the data's completions"""
+    beta: float = 0.5
+    """β of the generalised JSD: 0 = forward KL(teacher‖student), 1 = reverse KL(student‖teacher), between: JSD(β) with M = β·teacher + (1 − β)·student"""
+    temperature: float = 0.9
+    """temperature of the student's sampling and of both distributions in the divergence"""
+    max_new_tokens: int = 128
+    """longest completion the student samples"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.teacher:
+            raise ConfigError("--teacher is required: the LM whose token distributions the student learns")
+        if not 0.0 <= self.lmbda <= 1.0 or not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"lmbda and beta must lie in [0, 1], got {self.lmbda} and {self.beta}")
+        if self.temperature <= 0 or self.max_new_tokens < 1:
+            raise ConfigError("temperature must be > 0 and max_new_tokens >= 1")
+        if self.packing or self.loss_on != "completion":
+            raise ConfigError("gkd samples completions after each prompt: no --packing, and --loss-on completion")
