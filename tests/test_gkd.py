@@ -117,6 +117,14 @@ def test_gkd_command(tmp_path, tiny_dir, tiny_tok, capsys):
     summary = json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())
     assert summary["command"] == "gkd" and summary["steps"] == 2 and "on_policy_jsd" in summary["eval"]["after"]
     assert (tmp_path / "runs" / "g" / "checkpoints" / "final" / "config.json").exists()
+    # λ = 1 (always the student's samples): prompt-only rows do; with λ < 1 they stop at row 1
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": r.prompt}) + "\n" for r in RECORDS))
+    common = ["--model", tiny_dir, "--teacher", str(teacher), "--data", str(prompts), "--max-steps", "1",
+              "--batch-size", "3", "--micro-batch-size", "3", "--max-new-tokens", "4", "--output-dir", str(tmp_path / "runs")]
+    assert cli.main(["gkd", *common, "--lmbda", "1", "--run-name", "p"]) == 0, capsys.readouterr().err
+    assert cli.main(["gkd", *common, "--run-name", "p2"]) == 2
+    assert "row 1: field 'completion'" in capsys.readouterr().err
     # a teacher with another tokenizer: refused before any weights load, nothing written
     other = tmp_path / "other"
     other.mkdir()
