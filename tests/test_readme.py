@@ -56,6 +56,7 @@ FAST: dict[str, list[str]] = {
     "generate": ["--model", TINY, "--max-new-tokens", "4"],
     "sft": ["--model", TINY, "--max-steps", "2"],
     "dpo": ["--model", TINY, "--max-steps", "2"],
+    "gkd": ["--model", TINY, "--max-steps", "2", "--max-new-tokens", "4", "--batch-size", "4", "--micro-batch-size", "4"],
     "rm": ["--backbone", TINY, "--epochs", "1"],
     "rl": [*_TINY_RL, "--eval-prompts", "4"],
     "compare": [*_TINY_RL, "--sample-budget", "8", "--eval-prompts", "4", "--best-of-n", "2"],
