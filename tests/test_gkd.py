@@ -81,6 +81,24 @@ def test_a_tiny_student_learns_the_teachers_distributions(tiny_llama, tiny_tok):
     assert [h["gkd/on_policy"] for h in mixed["history"]] == [0.0, 0.0]
 
 
+def test_resume_equals_no_interruption(tmp_path, tiny_llama, tiny_tok):
+    import copy
+
+    from rlhfkit.trainers.checkpoint import Checkpointer
+
+    teacher = _peaked_teacher(tiny_tok)
+
+    def run(steps, folder, resume=False):
+        student = copy.deepcopy(tiny_llama)
+        train_gkd(student, teacher, tiny_tok, RECORDS, _cfg(max_steps=steps, lmbda=0.5, batch_size=3, micro_batch_size=3),
+                  progress=False, checkpointer=Checkpointer(folder, every=2), resume=resume)
+        return torch.cat([p.detach().flatten() for p in student.parameters()])
+
+    whole = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    assert torch.equal(whole, run(4, tmp_path / "b", resume=True))
+
+
 def test_sampled_completions_follow_the_prompt(tiny_llama, tiny_tok):
     from rlhfkit.data.collators import tokenize_sft
 

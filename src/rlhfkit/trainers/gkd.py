@@ -89,6 +89,14 @@ class GKDTrainer(SFTTrainer):
                                            self.cfg.beta, self.cfg.temperature, num_tokens=num_tokens)
         return loss, float(stats["jsd_sum"]), float(stats["tokens"])
 
+    def sampling_state(self) -> dict:
+        """λ's coin and the sampling generator, saved with each checkpoint (resume is exact)."""
+        return {"coin": self.coin.getstate(), "generator": self.generator.get_state()}
+
+    def load_sampling_state(self, state: dict) -> None:
+        self.coin.setstate(state["coin"])
+        self.generator.set_state(state["generator"])
+
     def _loss_stats(self, loss):
         return {"loss": loss, "gkd/on_policy": float(self.on_policy)}
 
