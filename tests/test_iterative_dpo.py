@@ -79,7 +79,9 @@ def test_help_and_command(tmp_path, tiny_dir, capsys):
     code = cli.main(["rl", "--algo", "online_dpo", "--dpo-rounds", "2", "--pairs-per-round", "2", "--task", "sentiment",
                      "--policy", tiny_dir, "--mini-batch-size", "4", "--max-new-tokens", "4", "--eval-prompts", "4",
                      "--precision", "fp32", "--output-dir", str(tmp_path / "runs"), "--run-name", "it"])
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "[rlhfkit] round 2: sample reward" in captured.out + captured.err
     rows = [json.loads(line) for line in (tmp_path / "runs" / "it" / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in rows if r.get("stage") == "rl"]
     assert [r["iterative_dpo/round"] for r in rounds] == [1.0, 2.0]

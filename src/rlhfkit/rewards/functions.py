@@ -60,10 +60,10 @@ class ProcessRewardScorer:
             chunk = slice(i, i + self.batch_size)
             with no_grad_eval(self.model):
                 logits = self.model.step_logits_batch(list(prompts[chunk]), list(completions[chunk]), ends[chunk])
-            rewards = step_rewards_from_logits(logits.float()).tolist()
+            flat, start = step_rewards_from_logits(logits.float()).tolist(), 0  # (S,) the chunk's steps in order
             for row in ends[chunk]:
-                steps, rewards = rewards[: len(row)], rewards[len(row):]
-                out.append([(e, r) for e, r in zip(row, steps) if r == r])  # NaN: a step past max_length
+                rewards, start = flat[start: start + len(row)], start + len(row)
+                out.append([(e, r) for e, r in zip(row, rewards) if r == r])  # NaN: a step past max_length
         return out
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns) -> list[float]:
