@@ -139,6 +139,34 @@ def main(folder: Path = Path(__file__).parent) -> None:
     broken = [{"prompt": p, "chosen": w.response("glowing"), "rejected": w.response("bad")} for p in w.fresh_prompts(3)]
     del broken[1]["rejected"]  # row 2: the error `rlhfkit data validate` shows
     _write(folder / "broken_prefs.jsonl", broken)
+    _write(folder / "steps.jsonl", stepwise_rows(random.Random(17), 96))
+
+
+def stepwise_rows(rng: random.Random, n: int) -> list[dict]:
+    """Process supervision (TRL's stepwise format): a sum of three numbers worked in steps, each
+    labelled correct or not; a solution stops at its first wrong step, as PRM800K's do."""
+    rows, seen = [], set()
+    while len(rows) < n:
+        a, b, c = (rng.randint(1, 20) for _ in range(3))
+        if (a, b, c) in seen:
+            continue
+        seen.add((a, b, c))
+        steps, labels, total = [], [], a
+        for i, x in enumerate((b, c)):
+            right = total + x
+            wrong = rng.random() < 0.3
+            shown = right + rng.choice([-2, -1, 1, 2]) if wrong else right
+            steps.append(f"{total} + {x} = {shown}")
+            labels.append(not wrong)
+            total = right
+            if wrong:
+                break
+        else:
+            steps.append(f"The answer is {total}.")
+            labels.append(True)
+        rows.append({"prompt": f"What is {a} + {b} + {c}? Work it out step by step.", "completions": steps,
+                     "labels": labels})
+    return rows
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def test_cli_help(rlhfkit, capsys):
         rlhfkit(["rm", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for text in ("--kind {pairwise,ranking,rating,thumbs,rewrite}", "--eval-fraction", "--ensemble", "--center-on",
+    for text in ("--kind {pairwise,ranking,rating,thumbs,rewrite,stepwise}", "--eval-fraction", "--ensemble", "--center-on",
                  "--uncertainty-penalty", "all C(K,2) pairs"):
         assert text in out, text
 

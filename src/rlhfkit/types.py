@@ -98,6 +98,16 @@ class RewriteRecord:
 
 
 @dataclass(frozen=True)
+class StepwiseRecord:
+    """A completion in steps with a label per step (TRL's stepwise-supervision format; Lightman et
+    al. 2023): `completions` the steps in order, `labels` True where the step is correct."""
+
+    prompt: str
+    completions: tuple[str, ...]
+    labels: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
 class LabelledRecord:
     """A text with its class label (a review and its sentiment, a question and its topic): the raw
     material `rlhfkit data instruct` turns into instruction rows. Numeric labels arrive as text

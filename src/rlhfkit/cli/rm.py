@@ -20,6 +20,9 @@ row fields per --kind (JSONL shown; CSV/Parquet/saved datasets use the same colu
   rating    {"prompt": P, "response": R, "rating": 7}   ratings are standardised (train mean/std)
   thumbs    {"prompt": P, "response": R, "thumbs_up": true}
   rewrite   {"prompt": P, "original": R, "rewrite": R2}   trained as R2 preferred over R
+  stepwise  {"prompt": P, "completions": [step1, step2], "labels": [true, false]}   a process
+            reward model: a logit of P(step correct) at each step's last token, BCE per step;
+            the steps are joined with --step-separator (default a newline)
 
 held-out "accuracy" is pairwise for every kind: the fraction of held-out comparisons the model
 orders correctly (pairwise/rewrite: each pair, ties skipped; ranking: all C(K,2) pairs;
@@ -69,8 +72,13 @@ def _cmd_rm(args: argparse.Namespace) -> int:
         if "ensemble_std_mean" in ev:
             print(f"[rlhfkit] ensemble of {summary['ensemble']['members']} heads: mean std across heads "
                   f"{ev['ensemble_std_mean']:.4f} on held-out responses")
+    if "step_accuracy" in ev:
+        print(f"[rlhfkit] held-out step accuracy {ev['step_accuracy']:.1%} (P(step correct) > 1/2 vs its label)")
     centering = summary["centering"]
     n, on = centering["responses"], centering["on"]
+    if on is None:
+        print(f"[rlhfkit] process reward model (step scores are log-odds, not centred) saved to {summary['reward_model']}")
+        return 0
     which = f"the {n} training responses" if on == "training responses" else f"the {n} responses in {on}"
     print(f"[rlhfkit] centred: {which} score 0 on average (shift {centering['offset']:+.4f})")
     print(f"[rlhfkit] reward model saved to {summary['reward_model']}")

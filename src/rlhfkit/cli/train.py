@@ -1,6 +1,7 @@
-"""`rlhfkit sft` and `rlhfkit dpo`: parse options into SFTConfig / DPOConfig, run, print.
+"""`rlhfkit sft`, `rlhfkit dpo` and `rlhfkit gkd`: parse options into SFTConfig / DPOConfig /
+GKDConfig, run, print.
 
-Thin: the loops live in trainers/sft.py and trainers/dpo.py. Only argparse (and our torch-free
+Thin: the loops live in trainers/sft.py, trainers/dpo.py and trainers/gkd.py. Only argparse (and our torch-free
 config helpers) are imported at module level so that `rlhfkit --help` stays instant.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import textwrap
 
 from rlhfkit.config import add_config_command
-from rlhfkit.trainers.config import DPOConfig, SFTConfig
+from rlhfkit.trainers.config import DPOConfig, GKDConfig, SFTConfig
 
 DATA_FORMATS = """\
 data files: JSONL (one object per line), JSON list, CSV, Parquet, or a folder saved by `datasets`.
@@ -39,9 +40,20 @@ examples:
   rlhfkit dpo --loss kto --data thumbs.jsonl
 """
 
+GKD_EPILOG = DATA_FORMATS + """
+rows: SFT rows (kind sft: prompt + completion, or messages); each optimiser batch is, with
+probability --lmbda, the student's own completions of its prompts, else the data's completions.
+With --lmbda 1 prompt-only rows (kind prompt) are enough. Teacher and student must share the
+tokenizer. Held-out: the JSD on the data's completions (loss) and on the student's own samples
+(on_policy_jsd).
+
+example:
+  rlhfkit gkd --model ./student --teacher ./teacher --data demos.jsonl --eval-fraction 0.1
+"""
+
 
 def register(subparsers) -> None:
-    """Add `sft` and `dpo` to the top-level `rlhfkit` subparsers."""
+    """Add `sft`, `dpo` and `gkd` to the top-level `rlhfkit` subparsers."""
     add_config_command(
         subparsers, "sft", SFTConfig, "rlhfkit.pipelines.sft:run_sft",
         help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",
@@ -61,5 +73,17 @@ def register(subparsers) -> None:
             "its adapter-disabled base). Logs loss, implicit-reward accuracy and margins, chosen/rejected "
             "log-probs. Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and checkpoints/final."),
         epilog=DPO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    add_config_command(
+        subparsers, "gkd", GKDConfig, "rlhfkit.pipelines.gkd:run_gkd",
+        help="on-policy distillation (GKD): the student learns a teacher's token distributions on its own samples",
+        description=textwrap.fill(
+            "Generalised knowledge distillation (Agarwal et al. 2024): the student (--model) is trained on its own "
+            "samples (with probability --lmbda, else on the data's completions) to match the teacher's next-token "
+            "distributions under the generalised Jensen-Shannon divergence JSD(β) (β 0: forward KL, 1: reverse KL). "
+            "Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and checkpoints/final."),
+        epilog=GKD_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -19,6 +19,7 @@ from rlhfkit.types import (
     RatingRecord,
     RewriteRecord,
     SFTRecord,
+    StepwiseRecord,
     ThumbsRecord,
 )
 
@@ -159,6 +160,36 @@ _TRUE = {"1", "true", "up", "yes", "👍"}
 _FALSE = {"0", "false", "down", "no", "👎"}
 
 
+def _list_cell(row: dict, name: str) -> list:
+    """A list column: a list, an array, or JSON text (CSV cells)."""
+    if name not in row or _is_missing(row[name]):
+        raise RowError(name, "missing")
+    value = row[name]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise RowError(name, "expected a list (JSON list in CSV cells)") from None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise RowError(name, f"expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def parse_stepwise(row: dict) -> StepwiseRecord:
+    """TRL's stepwise-supervision row: `prompt`, `completions` (the steps, in order) and `labels`
+    (one bool per step: true = a correct step)."""
+    steps = _text_list(row, "completions", min_len=1)
+    labels = _list_cell(row, "labels")
+    if len(labels) != len(steps):
+        raise RowError("labels", f"has {len(labels)} labels for {len(steps)} steps in 'completions' (one per step)")
+    for i, label in enumerate(labels):
+        if not isinstance(label, bool):
+            raise RowError(f"labels[{i}]", f"expected true or false, got {label!r:.60}")
+    return StepwiseRecord(prompt=_text(row, "prompt", allow_empty=True), completions=steps, labels=tuple(labels))
+
+
 def parse_thumbs(row: dict) -> ThumbsRecord:
     if "thumbs_up" not in row or _is_missing(row["thumbs_up"]):
         raise RowError("thumbs_up", "missing")
@@ -211,6 +242,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     "thumbs": frozenset({"prompt", "response", "thumbs_up"}),
     "rewrite": frozenset({"prompt", "original", "rewrite"}),
     "labelled": frozenset({"text", "label"}),
+    "stepwise": frozenset({"prompt", "completions", "labels"}),
 }
 """The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 
@@ -223,4 +255,5 @@ KINDS: dict[str, Callable[[dict], Any]] = {
     "thumbs": parse_thumbs,
     "rewrite": parse_rewrite,
     "labelled": parse_labelled,
+    "stepwise": parse_stepwise,
 }

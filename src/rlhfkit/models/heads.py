@@ -240,7 +240,11 @@ def load_reward_model(name_or_path: str = EMBEDDED_REWARD_BACKBONE, max_length: 
         backbone = cls.from_pretrained(path / "backbone")
         tokenizer = AutoTokenizer.from_pretrained(path / "backbone")
         args = (backbone, tokenizer, meta["pooling"], meta["max_length"], meta.get("source", str(path)))
-        if meta.get("members", 1) > 1:
+        if "step_separator" in meta:  # a process reward model (models/process_reward.py)
+            from rlhfkit.models.process_reward import ProcessRewardModel  # it subclasses RewardModel: a cycle at import
+
+            model = ProcessRewardModel(*args, separator=meta["step_separator"])
+        elif meta.get("members", 1) > 1:
             model = RewardEnsemble(*args, members=meta["members"], uncertainty_penalty=meta.get("uncertainty_penalty", 0.0))
         else:
             model = RewardModel(*args)

@@ -41,7 +41,7 @@ from rlhfkit.trainers.config import (
 # figures are the built-in tasks' (tests/test_task_defaults.py checks them against the registry)
 TASK_MAX_NEW_TOKENS_HELP = "the task's own: sentiment 24, summarize 40, concepts 32, arithmetic 16, a task file's max_new_tokens (`rlhfkit tasks --json`)"
 
-LabelKind = Literal["pairwise", "ranking", "rating", "thumbs", "rewrite"]
+LabelKind = Literal["pairwise", "ranking", "rating", "thumbs", "rewrite", "stepwise"]
 LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
 
@@ -68,7 +68,9 @@ class RMConfig(RewardTrainConfig, DataFileOptions, ResumeOptions, RunOptions, De
     limits: ClassVar[dict[str, str]] = {"ensemble": ">= 1", "uncertainty_penalty": ">= 0", "max_length": ">= 8"}
 
     kind: LabelKind = "pairwise"
-    """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original)"""
+    """feedback kind of the rows: pairwise (Bradley–Terry; label 1 / 0.5 tie / soft, optional margin), ranking (K responses best first, all C(K,2) pairs), rating (regression on normalised ratings), thumbs (binary cross-entropy), rewrite (the rewrite preferred over the original), stepwise (a process reward model: prompt, completions = the steps, labels = a bool per step; binary cross-entropy at each step's last token)"""
+    step_separator: str = "\\n"
+    """stepwise: the text between steps when they are joined into one completion, saved with the model; the RL reward splits completions at it (escapes \\n and \\t are read as newline and tab)"""
     eval_fraction: float = 0.1
     backbone: str = "all-minilm-l6-v2"
     """the embedded MiniLM, a local HF folder or HF id (encoder or decoder), or a saved rlhfkit reward model to train further"""
@@ -98,6 +100,10 @@ class RMConfig(RewardTrainConfig, DataFileOptions, ResumeOptions, RunOptions, De
             raise ConfigError("epochs and batch_size must be at least 1")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        self.step_separator = self.step_separator.replace("\\n", "\n").replace("\\t", "\t")
+        if self.kind == "stepwise" and (self.ensemble > 1 or self.center_on or not self.step_separator):
+            raise ConfigError("--kind stepwise trains one head whose step scores are log-odds: no --ensemble or "
+                              "--center-on, and a non-empty --step-separator")
 
 
 @dataclass
@@ -182,7 +188,7 @@ class EpisodeOptions:
     episode_tokens: int | None = None
     """token budget of an episode after its opening prompt, policy and environment turns together (default: the environment's own)"""
     reward_granularity: Literal["sequence", "token"] = "sequence"
-    """sequence: the score on the last token; token: dense per-token rewards from a token-level reward model trained on the sequence scores (their sum is the score exactly; ppo, reinforce, reinforce_pp)"""
+    """sequence: the score on the last token; token: dense per-token rewards (their sum is the score exactly; ppo, reinforce, reinforce_pp): with a process reward model (rm --kind stepwise) in --reward, each step's log P(correct) on its last token; otherwise from a token-level reward model trained on the sequence scores"""
 
 
 @dataclass

@@ -83,6 +83,17 @@ def _device_and_task(cfg: RLRunConfig):
     return device, task
 
 
+def _print_round(stats: dict) -> None:
+    """Iterative DPO (--dpo-rounds): one line per round, above the progress bar."""
+    if "iterative_dpo/round" in stats:
+        from tqdm.auto import tqdm  # the bar's own writer (loaded with the trainer already)
+
+        win = stats.get("iterative_dpo/chosen_win_rate")
+        tqdm.write(f"[rlhfkit] round {stats['iterative_dpo/round']:.0f}: sample reward {stats['reward/score_mean']:+.3f}, "
+                   f"chosen win rate {'-' if win is None else f'{win:.1%}'}, "
+                   f"KL to initial {stats['iterative_dpo/kl_k1_to_initial']:.2f} nats")
+
+
 def run_rl(cfg: RLRunConfig) -> dict:
     if cfg.env:
         # multi-turn episodes have their own flow (imported here: it imports this module's helpers)
@@ -112,6 +123,7 @@ def run_rl(cfg: RLRunConfig) -> dict:
     def log(stats: dict) -> None:
         components = {f"reward/{k}": v for k, v in reward_fn.last_components.items()} if len(weights) > 1 else {}
         run.log_metrics({"stage": "rl", **stats, **components})
+        _print_round(stats)
 
     backend = None  # hf: the trainer samples the policy itself
     if cfg.rollout_backend != "hf":

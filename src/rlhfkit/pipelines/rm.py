@@ -17,7 +17,8 @@ from rlhfkit.models import load_reward_model, resolve_device
 from rlhfkit.models.heads import RewardEnsemble, RewardModel
 from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.distributed import process_device
-from rlhfkit.trainers.reward import LABEL_TYPES, evaluate_records, train_reward_model
+from rlhfkit.models.process_reward import ProcessRewardModel
+from rlhfkit.trainers.reward import LABEL_TYPES, StepwiseLabels, evaluate_records, train_reward_model
 
 
 def split_by_prompt(records: Sequence[Any], fraction: float, seed: int = 0) -> tuple[list[Any], list[Any]]:
@@ -113,14 +114,18 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     parse_report_to(cfg.report_to)  # so does a tracker that is unknown or not installed
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    label = LABEL_TYPES[cfg.kind]()
+    label = StepwiseLabels(cfg.step_separator) if cfg.kind == "stepwise" else LABEL_TYPES[cfg.kind]()
     train, evaluation, counts = _load_split(cfg, echo)
     if cfg.center_on:
         references, centred_on = load_reference_responses(cfg.center_on), str(cfg.center_on)
-    else:
+    elif label.centred:
         references, centred_on = label.reference_responses(train), "training responses"
+    else:
+        references, centred_on = None, None
     rm = with_members(load_reward_model(cfg.backbone, max_length=cfg.max_length, device=device),
                       cfg.ensemble, cfg.uncertainty_penalty)
+    if cfg.kind == "stepwise":
+        rm = ProcessRewardModel.on_backbone_of(rm, cfg.step_separator)
     name = cfg.run_name or time.strftime(f"rm-{cfg.kind}-%Y%m%d-%H%M%S")
     run = RunDir(cfg.output_dir, name, overwrite=cfg.overwrite, resume=cfg.resume)  # only once the inputs are good
     run.save_config(cfg)
@@ -130,7 +135,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
     train_metrics = train_reward_model(rm, train, cfg, evaluation, logger=run.log_metrics, progress=progress,
                                        label_type=label, checkpointer=run.checkpointer(cfg.checkpoint_every),
                                        resume=cfg.resume)
-    offset = rm.center(*references)
+    offset = rm.center(*references) if references is not None else 0.0
     final = evaluate_records(rm, evaluation, label) if evaluation else {}
     if final:
         run.log_metrics({"stage": "reward_model_final", **{f"eval/{k}": v for k, v in final.items()}})
@@ -146,7 +151,7 @@ def run_reward_training(cfg, echo: Callable[[str], None] = print, progress: bool
         "label": label.describe(),
         "eval": {k: (None if isinstance(v, float) and v != v else v) for k, v in final.items()},
         "train": train_metrics if not evaluation else {},
-        "centering": {"on": centred_on, "responses": len(references[0]), "offset": offset},
+        "centering": {"on": centred_on, "responses": len(references[0]) if references else 0, "offset": offset},
         "ensemble": {"members": rm.members, "uncertainty_penalty": getattr(rm, "uncertainty_penalty", 0.0)},
         "reward_model": str(run.path / "reward_model"),
         "seconds": round(time.perf_counter() - started, 2),

@@ -3,7 +3,8 @@
     gold                      the task's gold scorer
     vader                     VADER compound sentiment
     length                    response length in words / 100 (a test signal, or a penalty with a negative weight)
-    PATH                      a reward model saved by rlhfkit (a folder)
+    PATH                      a reward model saved by rlhfkit (a folder); a process reward model
+                              (`rm --kind stepwise`) scores each step, summed, or dense per step
     judge / judge:MODEL       direct RLAIF: an LM judge's expected 1–10 rating rescaled to [−1, 1]
                               (MODEL: a local model or an OpenAI-compatible URL; needs a factory
                               passed in `named`, since judges live in the feedback room above this one)
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from rlhfkit.config import ConfigError
 from rlhfkit.models.heads import load_reward_model
-from rlhfkit.rewards.functions import WeightedSum, reward_model_scorer, vader_compound
+from rlhfkit.rewards.functions import WeightedSum, reward_scorer, vader_compound
 from rlhfkit.rewards.python import PromptColumns, is_python_spec, load_python_reward
 
 
@@ -53,7 +54,7 @@ def build_reward(spec: str, task=None, device="cpu", named: dict | None = None, 
         elif name == "length":
             fn = _length
         elif Path(name).is_dir():
-            fn = reward_model_scorer(load_reward_model(name, device=device))
+            fn = reward_scorer(load_reward_model(name, device=device))  # a PRM folder: its step rewards
         elif is_python_spec(name):
             fn = load_python_reward(name, columns)
         else:

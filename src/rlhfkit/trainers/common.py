@@ -54,10 +54,14 @@ def make_optimizer(params, config, total: int):
 
 
 def offline_state(trainer) -> dict:
-    """What an offline trainer (sft, dpo) needs to continue exactly: its trained tensors (the
-    adapter, or every weight), optimiser, schedule and step count."""
-    return {"trainable": tensors_of(trainer.trainable), "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.scheduler.state_dict(), "step_count": trainer.step_count}
+    """What an offline trainer (sft, dpo, gkd) needs to continue exactly: its trained tensors (the
+    adapter, or every weight), optimiser, schedule and step count, and the random streams of one
+    that samples."""
+    state = {"trainable": tensors_of(trainer.trainable), "optimizer": trainer.optimizer.state_dict(),
+             "scheduler": trainer.scheduler.state_dict(), "step_count": trainer.step_count}
+    if hasattr(trainer, "sampling_state"):  # a trainer that samples (gkd): its random streams
+        state["sampling"] = trainer.sampling_state()
+    return state
 
 
 def restore_offline_state(trainer, state: dict) -> None:
@@ -65,6 +69,8 @@ def restore_offline_state(trainer, state: dict) -> None:
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.step_count = state["step_count"]
+    if "sampling" in state:
+        trainer.load_sampling_state(state["sampling"])
 
 
 def resume_offline(trainer, checkpointer: Checkpointer | None, resume: bool) -> dict | None:

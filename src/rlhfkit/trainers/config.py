@@ -136,7 +136,7 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
         "nlpo_refresh": ">= 1", "score_clip": "> 0", "missing_eos_penalty": ">= 0", "ptx_coef": ">= 0",
         "ptx_batch_size": ">= 1", "temperature": "> 0",
         "clip_low": "> 0", "clip_high": "> 0", "dynamic_sampling_rounds": ">= 0", "overlong_buffer_fraction": "[0, 1]",
-        "overlong_penalty": ">= 0",
+        "overlong_penalty": ">= 0", "dpo_rounds": ">= 0", "pairs_per_round": ">= 1",
     }
 
     algo: Literal["ppo", "reinforce", "rloo", "grpo", "reinforce_pp", "remax", "nlpo", "dapo", "gspo", "dr_grpo",
@@ -207,11 +207,19 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
     """DAPO's soft overlong punishment: the last fraction of max_new_tokens over which the reward falls linearly by overlong_penalty (0: off)"""
     overlong_penalty: float = 1.0
     """DAPO: reward lost by a response that reaches max_new_tokens"""
+    # iterative (round-based) DPO: online_dpo with one iteration per round (trainers/online_dpo.py)
+    dpo_rounds: int = 0
+    """online_dpo: iterative DPO in this many rounds, each sampling --pairs-per-round pairs from the policy as the round starts, the reward picking each winner, then --ppo-epochs DPO passes over them (Xu et al. 2023; Yuan et al. 2024); sets steps, batch_size, kl_anchor and anchor_refresh; 0: plain online DPO"""
+    pairs_per_round: int = 32
+    """iterative DPO: prompts per round, two responses each (batch_size = 2 x this)"""
+    round_reference: Literal["round", "initial"] = "round"
+    """iterative DPO's reference π_ref: round = the policy as each round starts (reset every round), initial = the initial policy throughout"""
 
     def __post_init__(self):
         if self.algo not in ALGO_DEFAULTS:
             raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)}, got {self.algo!r}")
         self.defaults_by.fill(self)
+        self._derive_rounds()
         if self.micro_batch_size is None:
             self.micro_batch_size = self.mini_batch_size
         if self.algo in GROUP_ALGORITHMS and self.group_size < 2:
@@ -241,6 +249,20 @@ class RLConfig(RolloutOptions, KLControlOptions, OptimizerOptions, SeedOptions):
             raise ConfigError("ptx_coef > 0 needs --ptx-data (an SFT data file)")
         self.check_kl_control()
         self.check_variant_fields()
+
+    def _derive_rounds(self) -> None:
+        """Iterative DPO: a round is one iteration of 2·pairs_per_round responses; the reference
+        reset every round is the 'previous' KL anchor refreshed after every iteration."""
+        if not self.dpo_rounds:
+            return
+        if self.algo != "online_dpo":
+            raise ConfigError(f"--dpo-rounds is iterative DPO: it needs --algo online_dpo, not {self.algo}")
+        self.steps, self.batch_size = self.dpo_rounds, 2 * self.pairs_per_round
+        self.kl_anchor = "previous" if self.round_reference == "round" else "reference"
+        self.anchor_refresh = 1
+        if self.batch_size % self.mini_batch_size:
+            raise ConfigError(f"--pairs-per-round {self.pairs_per_round} gives {self.batch_size} responses a round, "
+                              f"which must be a multiple of --mini-batch-size ({self.mini_batch_size})")
 
     def check_variant_fields(self) -> None:
         """Checks of the GRPO-variant fields, once the algorithm's defaults are in."""
@@ -438,3 +460,42 @@ class DPOConfig(OfflineTrainOptions):
             raise ConfigError("desirable_weight and undesirable_weight (KTO's λ_D, λ_U) must be positive")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
+
+
+@dataclass
+class GKDConfig(SFTConfig):
+    """On-policy distillation (GKD; Agarwal et al. 2024): the student (--model) learns the teacher's
+    token distributions by the generalised JSD(β), on its own samples with probability lmbda and
+    on the data's completions otherwise. Defaults: TRL's GKDConfig (lmbda 0.5, β 0.5, temperature
+    0.9, 128 new tokens)."""
+
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "gkd-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        **SFTConfig.help_terms,
+        "rows": "SFT rows: prompt + completion, or messages (the completions are used off-policy); with --lmbda 1 prompt-only rows do",
+        "model_role": "student to train",
+    }
+    limits: ClassVar[dict[str, str]] = {**SFTConfig.limits, "lmbda": "[0, 1]", "beta": "[0, 1]", "temperature": "> 0",
+                                        "max_new_tokens": ">= 1"}
+
+    teacher: str = ""
+    """teacher LM: any local causal LM (folder, .gguf, HF id, the embedded model) with the student's tokenizer"""
+    lmbda: float = 0.5
+    """λ: the probability that an optimiser batch is the student's own samples (on-policy); otherwise the data's completions"""
+    beta: float = 0.5
+    """β of the generalised JSD: 0 = forward KL(teacher‖student), 1 = reverse KL(student‖teacher), between: JSD(β) with M = β·teacher + (1 − β)·student"""
+    temperature: float = 0.9
+    """temperature of the student's sampling and of both distributions in the divergence"""
+    max_new_tokens: int = 128
+    """longest completion the student samples"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.teacher:
+            raise ConfigError("--teacher is required: the LM whose token distributions the student learns")
+        if not 0.0 <= self.lmbda <= 1.0 or not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"lmbda and beta must lie in [0, 1], got {self.lmbda} and {self.beta}")
+        if self.temperature <= 0 or self.max_new_tokens < 1:
+            raise ConfigError("temperature must be > 0 and max_new_tokens >= 1")
+        if self.packing or self.loss_on != "completion":
+            raise ConfigError("gkd samples completions after each prompt: no --packing, and --loss-on completion")

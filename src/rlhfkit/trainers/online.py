@@ -65,7 +65,7 @@ from rlhfkit.trainers.checkpoint import Checkpointer, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RLConfig
 from rlhfkit.trainers.dynamic_sampling import refill
-from rlhfkit.trainers.token_credit import TokenRewardModel
+from rlhfkit.trainers.token_credit import StepCredit, TokenRewardModel
 from rlhfkit.trainers.distributed import DistributedError, current
 from rlhfkit.types import ForwardOutput, Rollout, ScoredRollout
 
@@ -247,8 +247,9 @@ class OnlineTrainer:
     env: an environment class (envs/): each iteration then plays multi-turn episodes, one fresh
     instance per episode, on task rows (dicts) instead of prompts, scored by the environment's
     rewards (reward_fn unused); `episode` = (turn limit, token budget), None: the class's own.
-    reward_granularity: "sequence" (the score on the last token) or "token" (dense rewards from a
-    token-level reward model trained on the scores, `TokenRewardModel`).
+    reward_granularity: "sequence" (the score on the last token) or "token" (dense rewards: with a
+    process reward model in the reward, each step's reward on its last token, `StepCredit`;
+    otherwise a token-level reward model trained on the scores, `TokenRewardModel`).
     """
 
     def __init__(
@@ -350,16 +351,27 @@ class OnlineTrainer:
             if cfg.algo not in ("ppo", "reinforce", "reinforce_pp"):
                 raise ValueError(f"token-level rewards need a per-token estimator (ppo, reinforce, reinforce_pp); "
                                  f"{cfg.algo} sums each sequence's rewards")
-            self.token_credit = TokenRewardModel(self.policy, self.reference, hidden, self.device)
+            if env is None and getattr(self.reward_fn, "has_steps", False):  # a process reward model's steps
+                self.token_credit = StepCredit(self.reward_fn, self.tokenizer)
+            else:
+                self.token_credit = TokenRewardModel(self.policy, self.reference, hidden, self.device)
         self.episode_limits = episode or (getattr(env, "max_turns", 4), getattr(env, "max_tokens", 192))
         self.rollout_fn = self._single_turn_rollout if env is None else self._episode_rollout
         self.score_fn = self._single_turn_scores if env is None else self._episode_scores
+        if isinstance(self.token_credit, StepCredit):
+            self.score_fn = self._step_scores
 
     def _single_turn_rollout(self, prompts: list[str]) -> Rollout:
         return self._generate(prompts)
 
     def _single_turn_scores(self, ro: Rollout) -> torch.Tensor:
         return self._reward(ro.prompts, ro.responses)
+
+    def _step_scores(self, ro: Rollout) -> torch.Tensor:
+        """(B,) the sums of the process reward's step rewards (StepCredit keeps the steps)."""
+        scores = torch.tensor(self.token_credit.scores(ro), device=self.device, dtype=torch.float32)
+        check_finite("reward", scores, self.step_count)
+        return scores
 
     def _episode_rollout(self, rows: list[dict]) -> Rollout:
         max_turns, max_tokens = self.episode_limits
@@ -778,7 +790,7 @@ class OnlineTrainer:
         if ro.episodes is not None:
             stats.update(episode_stats(ro.episodes))
         if self.token_credit is not None:
-            stats["token_credit/fit_loss"] = self.token_credit.last_loss
+            stats.update(self.token_credit.stats())
         if self.gold_fn is not None:
             gold = self.gold_fn(ro.prompts, ro.responses)
             stats["reward/gold_mean"] = float(sum(gold) / len(gold))

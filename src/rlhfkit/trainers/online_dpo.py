@@ -8,6 +8,11 @@ summed response log-probs against the anchor pass (the frozen reference, or the 
 base with LoRA), with β the loop's KL coefficient (fixed, or steered by --target-kl). With
 ppo_epochs 1 each pair is trained on once, on-policy.
 
+Iterative DPO (--dpo-rounds; Xu et al. 2023, Yuan et al. 2024) is this loop with one iteration
+per round: the round's pairs are sampled at once, --ppo-epochs DPO passes go over them, and the
+reference is the 'previous' anchor refreshed after every iteration (the policy as the round
+starts) or the initial policy (RLConfig._derive_rounds); `_round_stats` logs the round.
+
 `make_online_trainer` builds the trainer the config's algorithm needs (the pipelines call it).
 """
 
@@ -16,7 +21,10 @@ from __future__ import annotations
 import torch
 
 from rlhfkit.algorithms.online_pairs import preference_pairs
+from rlhfkit.algorithms import kl_k1
 from rlhfkit.algorithms.preference import dpo_loss
+from rlhfkit.models.forward import response_forward
+from rlhfkit.models.lora import reference_forward
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.online import OnlineTrainer, PassPlan
 from rlhfkit.types import ScoredRollout
@@ -71,6 +79,36 @@ class OnlineDPOTrainer(OnlineTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         stats = {k: v / max(steps, 1) for k, v in sums.items()}
         stats["online_dpo/tie_fraction"] = float((label == 0.5).float().mean())
+        if self.cfg.dpo_rounds:
+            stats.update(self._round_stats(scored, chosen, rejected, label, ref_seq))
+        return stats
+
+    @torch.no_grad()
+    def _sequence_logprobs(self, ro, model) -> torch.Tensor:
+        """(B,) log model(y|x) of the rollout's responses, summed over their tokens (nats)."""
+        with self._autocast():
+            out = response_forward(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        return (out.logprobs * ro.response_mask).sum(1)
+
+    def _round_stats(self, scored: ScoredRollout, chosen, rejected, label, ref_seq) -> dict[str, float]:
+        """Iterative DPO's round log, after the round's DPO phase: the chosen responses' win rate
+        (the share of the judge's decisive pairs whose chosen response the updated policy ranks
+        above the rejected one by the implicit reward log π/π_ref; a tie counts ½) and the KL of
+        the round's sampling policy to the initial one (k1 per sequence, nats)."""
+        ro = scored.rollout
+        policy_seq = self._sequence_logprobs(ro, self.policy)
+        h = (policy_seq[chosen] - ref_seq[chosen]) - (policy_seq[rejected] - ref_seq[rejected])  # (n,)
+        wins = (h > 0).float() + 0.5 * (h == 0).float()
+        decisive = label == 1.0
+        stats = {"iterative_dpo/round": float(self.step_count + 1)}
+        if bool(decisive.any()):
+            stats["iterative_dpo/chosen_win_rate"] = float(wins[decisive].mean())
+        if self.anchor is None:  # the reference is the initial policy: its pass is the anchor's
+            initial = scored.anchor_logprobs
+        else:
+            with self._autocast(), reference_forward(self.policy, self.reference) as model, torch.no_grad():
+                initial = response_forward(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+        stats["iterative_dpo/kl_k1_to_initial"] = float((kl_k1(scored.unmasked_logprobs, initial) * scored.mask).sum(1).mean())
         return stats
 
 

@@ -9,6 +9,7 @@ forward, plus target tensors), its loss, and which of its responses are referenc
     RankingLabels   InstructGPT's K-wise loss: all C(K,2) pairs of a prompt, scaled by 1/C(K,2)
     RatingLabels    regression on standardised ratings
     ThumbsLabels    binary cross-entropy, the score being the logit of P(thumbs up)
+    StepwiseLabels  process supervision: binary cross-entropy per step at each step's last token
 
 The kind is chosen once (`LABEL_TYPES`); the loop is the same for all of them:
 
@@ -25,6 +26,7 @@ labels (or, when no held-out prompt has two, any two responses with different la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -32,6 +34,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from rlhfkit.algorithms import bradley_terry_loss
+from rlhfkit.algorithms.process_reward import join_steps, stepwise_bce_loss
 from rlhfkit.algorithms.reward_losses import (
     concordance,
     ensemble_mean_std,
@@ -43,6 +46,7 @@ from rlhfkit.algorithms.reward_losses import (
 from rlhfkit.config import ConfigError
 from rlhfkit.data.schemas import DataError
 from rlhfkit.models.heads import RewardModel
+from rlhfkit.models.process_reward import ProcessRewardModel
 from rlhfkit.trainers.checkpoint import Checkpointer, EpochCursor, copy_into, tensors_of
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.config import RewardTrainConfig
@@ -52,6 +56,7 @@ from rlhfkit.types import (
     RankingRecord,
     RatingRecord,
     RewriteRecord,
+    StepwiseRecord,
     ThumbsRecord,
 )
 
@@ -74,6 +79,7 @@ class LabelBatch:
     targets: dict[str, torch.Tensor]
     order: torch.Tensor
     groups: torch.Tensor
+    char_ends: list[list[int]] | None = None  # stepwise: each step's end in its response (N = the steps)
 
 
 def _members_first(x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +99,8 @@ class LabelType:
 
     kind: ClassVar[str]
     record_type: ClassVar[type]
+    centred: ClassVar[bool] = True
+    """The trained model is centred on reference responses (not a PRM: its step logits are log-odds)."""
     compare_across_prompts: ClassVar[bool] = False
     """Pointwise labels are on one scale for every prompt: when no held-out prompt has two
     responses, accuracy falls back to pairs across prompts."""
@@ -102,6 +110,14 @@ class LabelType:
 
     def to_batch(self, records: Sequence[Any]) -> LabelBatch:
         raise NotImplementedError
+
+    def scores(self, rm: RewardModel, batch: LabelBatch) -> torch.Tensor:
+        """(N, M) the batch's texts scored with gradients (one forward)."""
+        return rm.member_scores_batch(batch.prompts, batch.responses)
+
+    def eval_scores(self, rm: RewardModel, batch: LabelBatch, batch_size: int) -> torch.Tensor:
+        """(N, M) the same without gradients, in batches, on CPU."""
+        return rm.member_scores(batch.prompts, batch.responses, batch_size=batch_size)
 
     def loss(self, scores: torch.Tensor, batch: LabelBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """scores: (N, M) — each of the batch's N texts scored by M ensemble members (M = 1 for
@@ -264,12 +280,68 @@ class ThumbsLabels(LabelType):
         return loss, {"thumbs_accuracy": stats["accuracy"]}
 
 
+class StepwiseLabels(LabelType):
+    """Process supervision (Lightman et al. 2023; TRL's stepwise format): the completion is its
+    steps joined by `separator`, a `ProcessRewardModel` gives a logit at each step's last token,
+    and the loss is the binary cross-entropy per step (`stepwise_bce_loss`). The batch's N texts
+    are its S steps; held-out accuracy compares the correct and incorrect steps of a completion.
+    Steps truncated away by max_length are left out and counted (`steps_truncated`)."""
+
+    kind = "stepwise"
+    record_type = StepwiseRecord
+    centred = False
+
+    def __init__(self, separator: str = "\n"):
+        self.separator = separator
+
+    def to_batch(self, records):
+        prompts, responses, ends, labels, groups = [], [], [], [], []
+        for b, r in enumerate(records):
+            text, step_ends = join_steps(r.completions, self.separator)
+            prompts.append(r.prompt)
+            responses.append(text)
+            ends.append(step_ends)
+            labels += [float(y) for y in r.labels]
+            groups += [b] * len(r.labels)
+        label = torch.tensor(labels)  # (S,)
+        return LabelBatch(prompts, responses, {"labels": label}, label, torch.tensor(groups, dtype=torch.long), ends)
+
+    @staticmethod
+    def _prm(rm: RewardModel) -> ProcessRewardModel:
+        if not isinstance(rm, ProcessRewardModel):
+            raise ConfigError("stepwise labels train a process reward model (ProcessRewardModel.on_backbone_of(rm, separator))")
+        return rm
+
+    def scores(self, rm, batch):
+        return self._prm(rm).step_logits_batch(batch.prompts, batch.responses, batch.char_ends)[:, None]  # (S, 1)
+
+    @torch.no_grad()
+    def eval_scores(self, rm, batch, batch_size):
+        prm, was_training = self._prm(rm), rm.training
+        rm.eval()
+        out = [prm.step_logits_batch(batch.prompts[i: i + batch_size], batch.responses[i: i + batch_size],
+                                     batch.char_ends[i: i + batch_size]).float().cpu()
+               for i in range(0, len(batch.prompts), batch_size)]
+        rm.train(was_training)
+        return torch.cat(out)[:, None]
+
+    def loss(self, scores, batch):
+        logits, labels = scores[:, 0], batch.targets["labels"].to(scores.device)
+        kept = torch.isfinite(logits)
+        loss, stats = stepwise_bce_loss(logits[kept], labels[kept])
+        return loss, {**stats, "steps_truncated": (~kept).sum().float()}
+
+    def describe(self):
+        return {"kind": self.kind, "step_separator": self.separator, "score": "logit of P(step correct) at each step's last token"}
+
+
 LABEL_TYPES: dict[str, type[LabelType]] = {
     "pairwise": PairwiseLabels,
     "ranking": RankingLabels,
     "rating": RatingLabels,
     "thumbs": ThumbsLabels,
     "rewrite": RewriteLabels,
+    "stepwise": StepwiseLabels,
 }
 """Label type of each feedback kind (`rlhfkit rm --kind`)."""
 
@@ -325,8 +397,11 @@ def evaluate_records(rm: RewardModel, records: Sequence[Any], label_type: LabelT
     """
     label = label_type_for(records, label_type)
     batch = label.to_batch(records)
-    members = rm.member_scores(batch.prompts, batch.responses, batch_size=batch_size)  # (N, M)
+    members = label.eval_scores(rm, batch, batch_size)  # (N, M)
     loss, stats = label.loss(members, batch)
+    scored = torch.isfinite(members).all(1)  # a PRM's steps truncated away are not compared
+    if not bool(scored.all()):
+        members, batch = members[scored], dataclasses.replace(batch, order=batch.order[scored], groups=batch.groups[scored])
     score = uncertainty_penalized_score(members, getattr(rm, "uncertainty_penalty", 0.0))  # (N,)
     accuracy, pairs = concordance(score, batch.order, batch.groups)
     scope = "same_prompt"
@@ -370,7 +445,7 @@ def _local_loss(rm: RewardModel, label: LabelType, records: list[Any], global_si
     if not records:  # a process whose shard of a small last batch is empty
         return {}
     batch = label.to_batch(records)  # schema → texts + targets
-    scores = rm.member_scores_batch(batch.prompts, batch.responses)  # (N, M)
+    scores = label.scores(rm, batch)  # (N, M)
     loss, stats = label.loss(scores, batch)
     check_finite("reward-model loss", loss.detach(), step)
     share = len(records) / global_size

@@ -63,10 +63,27 @@ class SFTTrainer:
                               position_ids=batch["position_ids"], use_cache=False)
         return out.logits  # (B, L, V)
 
+    # The pieces a subclass (trainers/gkd.py) replaces: the batch, the loss, the logged stats.
+    stage = "sft"
+
+    def _batch_examples(self, examples: Sequence[SFTExample]) -> list[SFTExample]:
+        """The examples this optimiser step trains on (SFT: as given)."""
+        return list(examples)
+
+    def _micro_loss(self, batch: dict, num_tokens: float | None) -> tuple[torch.Tensor, float, float]:
+        """(loss, summed per-token loss, trained tokens) of one collated micro-batch; the loss is
+        the sum divided by `num_tokens` (default: its own tokens). SFT: the NLL, nats."""
+        loss, stats = sft_loss(self._forward(batch), batch["input_ids"], batch["loss_mask"], num_tokens=num_tokens)
+        return loss, float(stats["nll_sum"]), float(stats["tokens"])
+
+    def _loss_stats(self, loss: float) -> dict[str, float]:
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
     def step(self, examples: Sequence[SFTExample]) -> dict[str, float]:
         """One optimiser step on `examples`, in micro-batches of `micro_batch_size`."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        examples = self._batch_examples(examples)
         # Trained tokens of the whole batch: the denominator of every micro-batch's loss. Position 0
         # of a row is never predicted, so it does not count.
         batch_tokens = sum(sum(e.loss_mask[1:]) for e in examples)
@@ -74,17 +91,16 @@ class SFTTrainer:
             raise ValueError("a batch has no trained tokens (every completion truncated away?); raise max_length")
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
-        nll_sum = 0.0
+        loss_sum = 0.0
         local = self.dist.shard(examples)  # this process's rows (all of them in one process)
         for start in range(0, len(local), cfg.micro_batch_size):
             batch = collate_sft(local[start : start + cfg.micro_batch_size], self.pad_id, self.device)
             # forward + loss
-            logits = self._forward(batch)
-            loss, stats = sft_loss(logits, batch["input_ids"], batch["loss_mask"], num_tokens=batch_tokens)
-            check_finite("SFT loss", loss.detach(), self.step_count)
+            loss, summed, _ = self._micro_loss(batch, batch_tokens)
+            check_finite(f"{self.stage.upper()} loss", loss.detach(), self.step_count)
             loss.backward()
-            nll_sum += float(stats["nll_sum"])
-        nll_sum = self.dist.sum(nll_sum)
+            loss_sum += summed
+        loss_sum = self.dist.sum(loss_sum)
         # step
         self.dist.reduce_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
@@ -93,35 +109,34 @@ class SFTTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         # log
-        loss_value = nll_sum / batch_tokens
-        stats = {"step": self.step_count, "loss": loss_value, "perplexity": math.exp(min(loss_value, 50.0)),
-                 "tokens": batch_tokens, "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0],
+        stats = {"step": self.step_count, **self._loss_stats(loss_sum / batch_tokens), "tokens": batch_tokens,
+                 "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0],
                  "time/step": time.perf_counter() - t0}
         self.step_count += 1
         if self.logger is not None:
-            self.logger({"stage": "sft", **stats})
+            self.logger({"stage": self.stage, **stats})
         return stats
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence[SFTExample]) -> dict[str, float]:
-        """Token-mean NLL (nats) of the trained tokens of `examples` and its perplexity exp(NLL)."""
+        """Token mean of the loss (SFT: NLL, nats, and its perplexity exp(NLL)) over the trained
+        tokens of `examples`."""
         self.policy.eval()
-        nll_sum, tokens = 0.0, 0.0
+        loss_sum, tokens = 0.0, 0.0
         local = self.dist.shard(examples)
         for start in range(0, len(local), self.cfg.micro_batch_size):
             batch = collate_sft(local[start : start + self.cfg.micro_batch_size], self.pad_id, self.device)
-            _, stats = sft_loss(self._forward(batch), batch["input_ids"], batch["loss_mask"])
-            nll_sum += float(stats["nll_sum"])
-            tokens += float(stats["tokens"])
-        nll_sum, tokens = self.dist.sum(nll_sum), self.dist.sum(tokens)
-        loss = nll_sum / max(tokens, 1.0)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+            _, summed, count = self._micro_loss(batch, None)
+            loss_sum += summed
+            tokens += count
+        loss_sum, tokens = self.dist.sum(loss_sum), self.dist.sum(tokens)
+        return {**self._loss_stats(loss_sum / max(tokens, 1.0)), "tokens": tokens}
 
     def train(self, train_examples: Sequence[SFTExample], eval_examples: Sequence[SFTExample] = (),
               progress: bool = True, **checkpointing) -> tuple[list[dict], list[dict]]:
         """Run the configured epochs / max_steps. Returns (train history, eval history).
         checkpointing: run_loop's checkpointer, resumed and extra."""
-        return run_loop(self, train_examples, eval_examples, self.cfg, progress, desc="SFT",
+        return run_loop(self, train_examples, eval_examples, self.cfg, progress, desc=self.stage.upper(),
                         postfix=lambda s: {"loss": f"{s['loss']:.3f}"}, **checkpointing)
 
 
@@ -162,10 +177,13 @@ def prepare_sft_examples(tokenizer, records: Sequence[SFTRecord], config: SFTCon
 def train_sft(policy, tokenizer, records: Sequence[SFTRecord], config: SFTConfig,
               eval_records: Sequence[SFTRecord] = (), logger: Callable[[dict], None] | None = None,
               progress: bool = True, compute_dtype: torch.dtype = torch.float32,
-              checkpointer: Checkpointer | None = None, resume: bool = False) -> dict:
+              checkpointer: Checkpointer | None = None, resume: bool = False,
+              make_trainer: Callable[..., SFTTrainer] = SFTTrainer) -> dict:
     """Fine-tune `policy` on demonstrations. With config.lora (and a policy that is not a LoRA
     model yet) an adapter is added first. checkpointer: where to checkpoint (every
     checkpointer.every steps and at the end); resume: continue from its latest checkpoint.
+    make_trainer: (policy, tokenizer, config, total steps, compute dtype, logger) -> the trainer
+    (trainers/gkd.py passes GKD's, its teacher bound).
     Returns a summary dict: the trained model under "policy" (the peft model with LoRA), the
     train/eval histories, and final metrics."""
     random.seed(config.seed)
@@ -175,13 +193,13 @@ def train_sft(policy, tokenizer, records: Sequence[SFTRecord], config: SFTConfig
     policy = prepare_policy(policy, config)
     train_examples, counts = prepare_sft_examples(tokenizer, records, config, model=policy)
     eval_examples, eval_counts = prepare_sft_examples(tokenizer, eval_records, config) if eval_records else ([], {})
-    trainer = SFTTrainer(policy, tokenizer, config, total_steps(len(train_examples), config), compute_dtype, logger)
+    trainer = make_trainer(policy, tokenizer, config, total_steps(len(train_examples), config), compute_dtype, logger)
     resumed = resume_offline(trainer, checkpointer, resume)
     before = resumed["extra"]["before"] if resumed else None
     if eval_examples and not resumed:
         before = trainer.evaluate(eval_examples)
         if logger:
-            logger({"stage": "sft_eval", "step": 0, **{f"eval/{k}": v for k, v in before.items()}})
+            logger({"stage": f"{trainer.stage}_eval", "step": 0, **{f"eval/{k}": v for k, v in before.items()}})
     history, evals = trainer.train(train_examples, eval_examples, progress, checkpointer=checkpointer,
                                    resumed=resumed, extra={"before": before})
     return {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from rlhfkit.algorithms.process_reward import place_step_rewards, step_end_tokens
 from rlhfkit.algorithms.token_credit import residual_redistribution, sum_matching_loss, weighted_redistribution
 from rlhfkit.models.heads import ValueHead
 from rlhfkit.models.lora import reference_forward
@@ -56,3 +57,52 @@ class TokenRewardModel:
             self.optimizer.step()
         self.last_loss = float(loss.detach()) if self.steps else float("nan")
         return dense
+
+    def stats(self) -> dict[str, float]:
+        return {"token_credit/fit_loss": self.last_loss}
+
+
+def response_char_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
+    """Each response token's (start, end) in the decoded response as the sampler returns it
+    (special tokens skipped, leading whitespace stripped), from the lengths of the decoded
+    prefixes, each token's span starting at its first non-space character; (−1, −1) for a token
+    that adds no visible character."""
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    lead = len(full) - len(full.lstrip())
+    spans, before = [], ""
+    for t in range(len(ids)):
+        after = tokenizer.decode(ids[: t + 1], skip_special_tokens=True)
+        piece = after[len(before):]
+        start = len(before) + len(piece) - len(piece.lstrip()) - lead  # the token's own characters, not the space before
+        end = len(after) - lead
+        spans.append((max(start, 0), end) if end > max(start, 0) else (-1, -1))
+        before = after
+    return spans
+
+
+class StepCredit:
+    """Dense rewards from a process reward model in --reward (`--reward-granularity token`): the
+    reward's steps (`WeightedSum.step_rewards`: a PRM's log P(step correct) per step, the other
+    components on the last character) each land on the policy token holding the step's last
+    character, so a sequence's token rewards add up to its score exactly."""
+
+    def __init__(self, reward_fn, tokenizer):
+        self.reward_fn, self.tokenizer = reward_fn, tokenizer
+        self.last: list[list[tuple[int, float]]] = []
+
+    def scores(self, ro: Rollout) -> list[float]:
+        """(B,) each response's score, the sum of its step rewards (kept for `dense`)."""
+        self.last = self.reward_fn.step_rewards(ro.prompts, ro.responses)
+        return [sum(r for _, r in row) for row in self.last]
+
+    def dense(self, ro: Rollout, mask: torch.Tensor, raw_scores: torch.Tensor, autocast) -> torch.Tensor:
+        """(B, T) each step's reward on its last token (a step that maps to no token: the last one)."""
+        positions = []
+        for b, row in enumerate(self.last):
+            n = int(ro.response_mask[b].sum())
+            spans = response_char_spans(self.tokenizer, ro.response_ids[b, :n].tolist())
+            positions.append([t if t >= 0 else max(n - 1, 0) for t in step_end_tokens(spans, [e for e, _ in row])])
+        return place_step_rewards(positions, [[r for _, r in row] for row in self.last], mask.shape[1], mask.device)
+
+    def stats(self) -> dict[str, float]:
+        return {"token_credit/steps_mean": sum(len(row) for row in self.last) / max(len(self.last), 1)}
