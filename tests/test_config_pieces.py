@@ -48,7 +48,7 @@ from rlhfkit.pipelines.eval_config import (  # noqa: E402
 )
 from rlhfkit.pipelines.overopt_config import OveroptConfig  # noqa: E402
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
-from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, SFTConfig
+from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, GKDConfig, SFTConfig
 
 from rlhfkit.generation.config import ServeConfig as ModelServeConfig  # noqa: E402
 from rlhfkit.pipelines.loops_config import IterateConfig, ParetoConfig, RFTConfig  # noqa: E402
@@ -62,7 +62,7 @@ COMMANDS = {
     ("eval", "metrics"): MetricsConfig, ("overopt", "run"): OveroptConfig, ("data", "validate"): ValidateConfig,
     ("feedback", "add-annotator"): AnnotatorConfig, ("feedback", "stats"): StatsConfig, ("bench",): BenchConfig,
     ("data", "instruct"): InstructConfig, ("rft",): RFTConfig, ("iterate",): IterateConfig, ("pareto",): ParetoConfig,
-    ("serve",): ModelServeConfig,
+    ("serve",): ModelServeConfig, ("gkd",): GKDConfig,
 }
 # `feedback import FILE`, `data validate FILE`, `feedback add-annotator NAME`
 POSITIONAL = {ImportConfig: {"file"}, ValidateConfig: {"file"}, AnnotatorConfig: {"name"}, InstructConfig: {"file"},
