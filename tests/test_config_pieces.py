@@ -324,7 +324,7 @@ def _expected(method: str, **values) -> dict:
                  "target_kl": None, "kl_controller": "pi", "kl_kp": 2.0, "kl_ki": 0.3, "kl_lookahead": 2.0, "kl_horizon": 10000.0, "nlpo_top_p": 0.9, "nlpo_min_tokens": 100, "nlpo_refresh": 5,
                  "score_clip": None, "score_norm": "none", "missing_eos_penalty": None, "ptx_coef": 0.0, "ptx_data": "",
                  "ptx_batch_size": 4, "temperature": 1.0, "max_grad_norm": 1.0, "dynamic_sampling_rounds": 4,
-                 "overlong_penalty": 1.0}
+                 "overlong_penalty": 1.0, "dpo_rounds": 0, "pairs_per_round": 32, "round_reference": "round"}
     variant = dict(zip(VARIANT_FIELDS, VARIANT_ROWS.get(method, (None, None, "token", False, 0.0))))
     return {**untouched, **dict(zip(ROW_FIELDS, ALGO_ROWS[method])), **variant, "algo": method, **values}
 
