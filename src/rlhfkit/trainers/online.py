@@ -424,13 +424,18 @@ class OnlineTrainer:
         return scores.repeat_interleave(self.cfg.group_size)
 
     @torch.no_grad()
+    def _frozen_logprobs(self, ro: Rollout, frozen) -> torch.Tensor:
+        """(B, T) log-probs of the rollout's responses under a frozen model: a policy snapshot, the
+        reference, or None (the adapter-disabled base of a LoRA policy)."""
+        with self._autocast(), reference_forward(self.policy, frozen) as model:
+            return response_forward(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+
     def _anchor_logprobs(self, ro: Rollout) -> torch.Tensor | None:
         """(B, T) log π_anchor of the rollout (the previous-policy snapshot, else the frozen
         reference / adapter-disabled base), or None when the plan skips that pass."""
         if not self.plan.anchor:
             return None
-        with self._autocast(), reference_forward(self.policy, self.anchor if self.anchor is not None else self.reference) as anchor:
-            return response_forward(anchor, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+        return self._frozen_logprobs(ro, self.anchor if self.anchor is not None else self.reference)
 
     @torch.no_grad()
     def _old_and_anchor(self, ro: Rollout) -> PolicyPasses:

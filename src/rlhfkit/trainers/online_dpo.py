@@ -24,7 +24,6 @@ from rlhfkit.algorithms.online_pairs import preference_pairs
 from rlhfkit.algorithms import kl_k1
 from rlhfkit.algorithms.preference import dpo_loss
 from rlhfkit.models.forward import response_forward
-from rlhfkit.models.lora import reference_forward
 from rlhfkit.trainers.common import check_finite
 from rlhfkit.trainers.online import OnlineTrainer, PassPlan
 from rlhfkit.types import ScoredRollout
@@ -103,11 +102,8 @@ class OnlineDPOTrainer(OnlineTrainer):
         stats = {"iterative_dpo/round": float(self.step_count + 1)}
         if bool(decisive.any()):
             stats["iterative_dpo/chosen_win_rate"] = float(wins[decisive].mean())
-        if self.anchor is None:  # the reference is the initial policy: its pass is the anchor's
-            initial = scored.anchor_logprobs
-        else:
-            with self._autocast(), reference_forward(self.policy, self.reference) as model, torch.no_grad():
-                initial = response_forward(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask).logprobs
+        # the reference is the initial policy: with no snapshot anchor, the anchor's pass is its pass
+        initial = scored.anchor_logprobs if self.anchor is None else self._frozen_logprobs(ro, self.reference)
         stats["iterative_dpo/kl_k1_to_initial"] = float((kl_k1(scored.unmasked_logprobs, initial) * scored.mask).sum(1).mean())
         return stats
 
