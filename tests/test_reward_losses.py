@@ -147,7 +147,7 @@ def _scores(*columns):
 
 
 def test_label_types_cover_every_kind():
-    assert set(LABEL_TYPES) == {"pairwise", "ranking", "rating", "thumbs", "rewrite"}
+    assert set(LABEL_TYPES) == {"pairwise", "ranking", "rating", "thumbs", "rewrite", "stepwise"}
     assert all(cls.kind == name for name, cls in LABEL_TYPES.items())
 
 
