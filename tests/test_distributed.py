@@ -13,7 +13,10 @@ float32 terms in different orders and shapes (a micro-batch of 4 rows in place o
 sum of two processes' partial gradients, rows padded to another width), which changes the
 last bits of each sum (float32 ε ≈ 1.2e-7 relative); Adam divides the gradient by its own size,
 so a few steps at lr 1e-3 keep those differences near 1e-7–1e-6 and far below any real
-difference (one step moves a weight by about lr = 1e-3). The two processes must end with
+difference (one step moves a weight by about lr = 1e-3). The RL scenarios step plain SGD in
+place of Adam: a policy-gradient batch leaves weights whose true gradient is 0 but whose computed
+one is rounding noise, and Adam's first step moves each of those by ±lr on the noise's sign, which
+the summation order (this CPU's kernels) decides; SGD moves them by lr·noise. The two processes must end with
 *bitwise* equal weights: they step the same optimiser on the same all-reduced gradient.
 
 Online RL samples with one generator per process, so 2 processes cannot draw the samples one
@@ -49,6 +52,7 @@ from rlhfkit.types import PairwiseRecord, SFTRecord
 WORDS = ["good", "great", "bad", "fine", "the movie", "a plot", "it was", "so so"]
 PROMPTS = ["the movie was", "i loved it", "what is two plus two", "the cast is"]
 LR = 1e-3
+RL_SGD_LR = 0.05  # clipped gradients (norm <= 1): moves of ~1e-3 per step
 
 
 def _model(seed: int = 0):
@@ -116,6 +120,7 @@ def _rl(tok, algo: str):
                    target_kl=None, seed=0, **extra)
     rollouts = _rollouts(policy, tok, cfg)
     trainer = OnlineTrainer(policy, tok, _good_words, cfg, reference=frozen_copy(policy), chat=False)
+    trainer.optimizer = torch.optim.SGD(trainer.trainable, lr=RL_SGD_LR)  # see the module's docstring
     dist = distributed.current()
     stats = [trainer.learn(_rows(ro, dist)) for ro in rollouts]
     keys = ("reward/score_mean", "reward/score_std", "advantages/mean", "advantages/std", "policy/grad_norm",

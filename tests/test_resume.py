@@ -8,6 +8,7 @@ at the bottom."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -235,7 +236,26 @@ def test_compare_resumes_after_sigkill_keeping_finished_methods(tmp_path, tiny_d
     assert (run / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
     a, b = (json.loads((r / "summary.json").read_text()) for r in (run, whole))
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert drop(a["rows"]) == drop(b["rows"]) and a["win_rates"] == b["win_rates"]
+    # the methods after the cut (dpo, best_of_n) train and score in another process than in 'whole'
+    # (the PPO weights are bitwise equal above); their floats may differ in the last bits
+    _assert_nearly_equal(drop(a["rows"]), drop(b["rows"]))
+    _assert_nearly_equal(a["win_rates"], b["win_rates"])
+
+
+def _assert_nearly_equal(a, b, where: str = "") -> None:
+    """Equal JSON values, floats within 1e-6 relative (and 1e-9 absolute)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_nearly_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_nearly_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
 
 
 def test_eval_sample_resumes_after_sigkill_keeping_finished_policies(tmp_path, tiny_dir):
