@@ -18,6 +18,7 @@ from rlhfkit.types import (
     RankingRecord,
     RatingRecord,
     RewriteRecord,
+    ScoredRecord,
     SFTRecord,
     ThumbsRecord,
 )
@@ -155,6 +156,18 @@ def parse_rating(row: dict) -> RatingRecord:
     )
 
 
+def _first_present(row: dict, names: tuple[str, str]) -> str:
+    """The first of two accepted column names the row has (else the first, to be named as missing)."""
+    return next((n for n in names if n in row and not _is_missing(row[n])), names[0])
+
+
+def parse_scored(row: dict) -> ScoredRecord:
+    """prompt, completion (or response, as `rlhfkit generate` writes it) and score (or reward)."""
+    return ScoredRecord(prompt=_text(row, "prompt", allow_empty=True),
+                        completion=_text(row, _first_present(row, ("completion", "response"))),
+                        score=_number(row, _first_present(row, ("score", "reward"))))
+
+
 _TRUE = {"1", "true", "up", "yes", "👍"}
 _FALSE = {"0", "false", "down", "no", "👎"}
 
@@ -211,6 +224,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     "thumbs": frozenset({"prompt", "response", "thumbs_up"}),
     "rewrite": frozenset({"prompt", "original", "rewrite"}),
     "labelled": frozenset({"text", "label"}),
+    "scored": frozenset({"prompt", "completion", "response", "score", "reward"}),
 }
 """The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 
@@ -223,4 +237,5 @@ KINDS: dict[str, Callable[[dict], Any]] = {
     "thumbs": parse_thumbs,
     "rewrite": parse_rewrite,
     "labelled": parse_labelled,
+    "scored": parse_scored,
 }

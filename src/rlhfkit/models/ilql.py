@@ -31,8 +31,10 @@ ILQL_HEADS = "ilql_heads.pt"
 class ILQLHeads(nn.Module):
     """V(s) and Q_i(s, ·) on the LM's last hidden state: (…, H) -> V (…) and Q (…, V) per head.
 
-    Every head starts at zero (as the PPO value head does), so the first decoding equals the LM's
-    own distribution; the target Q heads start as copies and receive no gradient."""
+    The V head starts at zero (the PPO value head); each Q head starts near zero from its own
+    random draw (zero twins would get equal updates and their minimum would be no minimum), so the
+    first decoding is the LM's own distribution up to a tiny perturbation; the target Q heads start
+    as copies and receive no gradient."""
 
     def __init__(self, hidden_size: int, vocab_size: int, two_qs: bool = True):
         super().__init__()
@@ -44,7 +46,7 @@ class ILQLHeads(nn.Module):
     @staticmethod
     def _q_head(hidden_size: int, vocab_size: int) -> nn.Linear:
         head = nn.Linear(hidden_size, vocab_size)
-        nn.init.zeros_(head.weight)
+        nn.init.normal_(head.weight, std=1e-3 / hidden_size**0.5)
         nn.init.zeros_(head.bias)
         return head
 

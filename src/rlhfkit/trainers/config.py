@@ -438,3 +438,59 @@ class DPOConfig(OfflineTrainOptions):
             raise ConfigError("desirable_weight and undesirable_weight (KTO's λ_D, λ_U) must be positive")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
+
+
+@dataclass
+class ILQLConfig(OfflineTrainOptions):
+    """Implicit language Q-learning (Snell et al. 2022) from a fixed file of scored responses:
+    twin Q heads with Polyak-averaged targets, an expectile-regressed V head, the CQL term and the
+    AWAC term on the LM; decoding with the advantage-perturbed logits. Defaults: trlx's ILQL."""
+
+    # trlx trains every weight at 5e-5; a LoRA adapter and the zero-initialised heads need more
+    defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 1e-4}, False: {"learning_rate": 5e-5}})
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "ilql-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "rows": "scored rows (prompt, completion or response, score or reward)",
+        "model_role": "policy π_β to train and decode", "examples": "scored responses",
+        "seeded": "data order, the held-out split and the adapter's initialisation",
+        "trained": "the LoRA adapter (or every weight with --no-lora) and the Q and V heads",
+    }
+    limits: ClassVar[dict[str, str]] = {"gamma": "[0, 1]", "tau": "(0, 1)", "cql_scale": ">= 0", "awac_scale": ">= 0",
+                                        "alpha": "(0, 1]", "steps_for_target_q_sync": ">= 1", "beta": ">= 0",
+                                        "top_k": ">= 0", "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1"}
+
+    gamma: float = 0.99
+    """discount γ of the token-level Bellman target r_t + γ·V(s_{t+1}) (the score is the reward of the last token)"""
+    tau: float = 0.7
+    """expectile τ of the V regression towards min_i Q̂_i(s, a)"""
+    cql_scale: float = 0.1
+    """weight of the CQL term logsumexp_a Q(s, a) − Q(s, a_t)"""
+    awac_scale: float = 1.0
+    """weight of the AWAC term on the LM: exp(awac_beta·(Q̂ − V))-weighted negative log-likelihood of the data"""
+    awac_beta: float = 0.0
+    """advantage temperature of the AWAC weights (0: plain behaviour cloning, as trlx)"""
+    alpha: float = 0.001
+    """Polyak rate of the target Q heads: Q̂ ← α·Q + (1 − α)·Q̂"""
+    steps_for_target_q_sync: int = 5
+    """optimiser steps between target-head updates"""
+    two_qs: bool = True
+    """twin Q heads (the targets and the decoding take their minimum)"""
+    beta: float = 1.0
+    """decoding: logits log π_β + β·(Q̂ − V)"""
+    top_k: int = 20
+    """decoding: keep the k largest perturbed logits (0: all)"""
+    max_prompt_tokens: int = 256
+    """longer prompts keep their last tokens"""
+    max_response_tokens: int = 256
+    """longer responses keep their first tokens (and lose their EOS)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau < 1.0:
+            raise ConfigError(f"gamma must lie in [0, 1] and tau in (0, 1), got gamma {self.gamma}, tau {self.tau}")
+        if not 0.0 < self.alpha <= 1.0 or self.steps_for_target_q_sync < 1:
+            raise ConfigError("alpha must lie in (0, 1] and steps_for_target_q_sync be at least 1")
+        if self.cql_scale < 0 or self.awac_scale < 0 or self.beta < 0 or self.top_k < 0:
+            raise ConfigError("cql_scale, awac_scale, beta and top_k cannot be negative")
+        if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
+            raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
