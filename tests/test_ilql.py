@@ -216,10 +216,25 @@ def test_ilql_command_writes_a_run_that_generate_samples(tmp_path, tiny_dir, cap
     assert stages == {"ilql", "ilql_eval"}
     final = runs / "q" / "checkpoints" / "final"
     assert (final / "rlhfkit_ilql.json").exists() and (final / "config.json").exists()
+    # the saved run decodes wherever a model is loaded by path; with --reward every response is
+    # scored, and that file is ILQL data as it stands
     out = tmp_path / "gen.jsonl"
-    assert cli.main(["generate", "--model", str(final), "--prompts", "task:sentiment", "--limit", "2", "--max-new-tokens",
-                     "3", "--output", str(out), "--precision", "fp32"]) == 0
-    assert len(out.read_text().splitlines()) == 2
+    assert cli.main(["generate", "--model", str(final), "--prompts", "task:sentiment", "--limit", "2", "--n", "2",
+                     "--max-new-tokens", "3", "--reward", "length", "--output", str(out), "--precision", "fp32"]) == 0
+    generated = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(generated) == 4 and all(isinstance(r["reward"], float) for r in generated)
+    assert cli.main(["ilql", "--data", str(out), "--model", tiny_dir, "--max-steps", "1", "--precision", "fp32",
+                     "--output-dir", str(runs), "--run-name", "from-generate"]) == 0
+
+
+def test_scored_rows_read_the_columns_other_commands_write():
+    from pathlib import Path
+
+    from rlhfkit.data.loaders import load_records
+
+    # rating rows (prompt, response, rating) are scored rows too
+    ratings = load_records(Path(__file__).parents[1] / "examples" / "ratings.jsonl", "scored").records
+    assert len(ratings) == 120 and all(1 <= r.score <= 10 for r in ratings)
 
 
 def test_ilql_bad_data_gives_one_line_errors_before_a_run_starts(tmp_path, tiny_dir, capsys):

@@ -156,16 +156,17 @@ def parse_rating(row: dict) -> RatingRecord:
     )
 
 
-def _first_present(row: dict, names: tuple[str, str]) -> str:
-    """The first of two accepted column names the row has (else the first, to be named as missing)."""
+def _first_present(row: dict, names: tuple[str, ...]) -> str:
+    """The first of the accepted column names the row has (else the first, to be named as missing)."""
     return next((n for n in names if n in row and not _is_missing(row[n])), names[0])
 
 
 def parse_scored(row: dict) -> ScoredRecord:
-    """prompt, completion (or response, as `rlhfkit generate` writes it) and score (or reward)."""
+    """prompt, completion (or response, as `rlhfkit generate` and rating rows have it) and score
+    (or reward, as `rlhfkit generate --reward` writes it, or a rating row's rating)."""
     return ScoredRecord(prompt=_text(row, "prompt", allow_empty=True),
                         completion=_text(row, _first_present(row, ("completion", "response"))),
-                        score=_number(row, _first_present(row, ("score", "reward"))))
+                        score=_number(row, _first_present(row, ("score", "reward", "rating"))))
 
 
 _TRUE = {"1", "true", "up", "yes", "👍"}
@@ -224,7 +225,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     "thumbs": frozenset({"prompt", "response", "thumbs_up"}),
     "rewrite": frozenset({"prompt", "original", "rewrite"}),
     "labelled": frozenset({"text", "label"}),
-    "scored": frozenset({"prompt", "completion", "response", "score", "reward"}),
+    "scored": frozenset({"prompt", "completion", "response", "score", "reward", "rating"}),
 }
 """The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 

@@ -319,7 +319,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     n: int = 1
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
+    """reward for best_of_n (with policy sample: each response's score, written as `reward`, e.g. for rlhfkit ilql): vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
     batch_size: int = 16
     """prompts per generation batch"""
     limit: int = 0
