@@ -86,7 +86,7 @@ def _ilql(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpoin
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     texts, _ = sample_policy(policy, tokenizer, prompts, cfg.max_new_tokens, "sampling ILQL data", chat=task.chat,
                              compute_dtype=dtype, generator=gen)
-    records = [ScoredRecord(p, t, float(g)) for p, t, g in zip(prompts, texts, task.gold(prompts, texts)) if t.strip()]
+    records = [ScoredRecord(p, t, float(g)) for p, t, g in zip(prompts, texts, task.gold(prompts, texts))]
     ilql_cfg = ILQLConfig(data="(in memory)", epochs=2, batch_size=16, micro_batch_size=16,
                           learning_rate=cfg.ilql_learning_rate, max_grad_norm=cfg.max_grad_norm, lora=True, seed=cfg.seed,
                           save_merged=False, alpha=0.1, steps_for_target_q_sync=1, chat="yes" if task.chat else "no",
