@@ -225,6 +225,9 @@ def test_ilql_command_writes_a_run_that_generate_samples(tmp_path, tiny_dir, cap
     assert len(generated) == 4 and all(isinstance(r["reward"], float) for r in generated)
     assert cli.main(["ilql", "--data", str(out), "--model", tiny_dir, "--max-steps", "1", "--precision", "fp32",
                      "--output-dir", str(runs), "--run-name", "from-generate"]) == 0
+    # eval sample reads a run folder as its final checkpoint: the ILQL policy beside the base
+    assert cli.main(["eval", "sample", "--policies", f"base={tiny_dir},ilql={runs / 'q'}", "--n-prompts", "2",
+                     "--max-new-tokens", "3", "--output-dir", str(runs), "--run-name", "e", "--precision", "fp32"]) == 0
 
 
 def test_scored_rows_read_the_columns_other_commands_write():
