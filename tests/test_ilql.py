@@ -56,8 +56,8 @@ def test_cql_term_on_a_two_step_example():
 
 
 def _two_step(values):
-    q = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]])  # Q taken: (0, 3)
-    return dict(q_all=[q], target_q_all=[q], values=values, action_logprobs=torch.tensor([[-1.0, -2.0]]),
+    q = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]])  # Q taken: (0, 3); the target heads equal it
+    return dict(q_all=[q], target_q_taken=[torch.tensor([[0.0, 3.0]])], values=values, action_logprobs=torch.tensor([[-1.0, -2.0]]),
                 actions=torch.tensor([[0, 2]]), scores=torch.tensor([1.0]), mask=torch.ones(1, 2), gamma=0.9, tau=0.7)
 
 
@@ -84,7 +84,7 @@ def test_twin_targets_take_the_minimum():
     # two target heads with Q taken (0, 3) and (−1, 5): the V target is their min (−1, 3);
     # u = (−1 − 0.5, 3 − 0.8) = (−1.5, 2.2): L_V = (0.3·2.25 + 0.7·4.84)/2 = (0.675 + 3.388)/2 = 2.0315
     args = _two_step(torch.tensor([[0.5, 0.8]]))
-    args["target_q_all"] = [args["q_all"][0], torch.tensor([[[-1.0, 0.0, 0.0], [0.0, 0.0, 5.0]]])]
+    args["target_q_taken"] = [torch.tensor([[0.0, 3.0]]), torch.tensor([[-1.0, 5.0]])]
     _, stats = ilql_loss(**args)
     assert float(stats["loss/v"]) == pytest.approx(2.0315)
 
@@ -161,6 +161,18 @@ def test_ilql_decoding_prefers_the_rewarded_token(tiny_llama, tiny_tok):
     assert ilql[good] > ilql[bad]  # Q − V reverses what cloning alone leaves (here bad ahead)
     assert ilql[good] / (ilql[good] + ilql[bad]) > cloned[good] / (cloned[good] + cloned[bad])
     assert result["train"]["last"]["loss/q"] < result["train"]["first"]["loss/q"]
+
+
+def test_target_q_of_the_taken_actions_equals_the_full_heads_gathered(tiny_tok):
+    from rlhfkit.models.ilql import ILQLHeads
+
+    heads = ILQLHeads(8, len(tiny_tok))
+    for q in heads.target_q_heads:
+        torch.nn.init.normal_(q.weight)
+        torch.nn.init.normal_(q.bias)
+    hidden, actions = torch.randn(2, 3, 8), torch.randint(len(tiny_tok), (2, 3))
+    for taken, full in zip(heads.target_q_taken(hidden, actions), heads.target_q_values(hidden)):
+        assert torch.allclose(taken, full.gather(-1, actions.unsqueeze(-1)).squeeze(-1), atol=1e-5)
 
 
 def test_sampled_log_probs_equal_the_full_forward_of_the_policy(tiny_llama, tiny_tok):

@@ -69,21 +69,21 @@ def cql_term(q_all: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> 
     return _masked_mean(torch.logsumexp(q_all.float(), dim=-1) - taken, mask)
 
 
-def ilql_loss(q_all: Sequence[torch.Tensor], target_q_all: Sequence[torch.Tensor], values: torch.Tensor,
+def ilql_loss(q_all: Sequence[torch.Tensor], target_q_taken: Sequence[torch.Tensor], values: torch.Tensor,
               action_logprobs: torch.Tensor, actions: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
               gamma: float = 0.99, tau: float = 0.7, cql_scale: float = 0.1, awac_scale: float = 1.0,
               awac_beta: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ILQL loss of one batch (module docstring).
 
-    q_all / target_q_all: one (B, T, V) tensor per Q head (online, target); values: (B, T) V(s_t);
+    q_all: one (B, T, V) tensor per online Q head; target_q_taken: one (B, T) tensor per target
+    head, Q̂_i(s_t, a_t) of the data's actions (all the loss reads of them); values: (B, T) V(s_t);
     action_logprobs: (B, T) log π(a_t | s_t) of the LM; actions: (B, T) long; scores: (B,);
     mask: (B, T) float, 1 on real response tokens. Returns (loss, stats)."""
     mask = mask.float()
     rewards = terminal_rewards(scores.float(), mask)
     target = q_targets(rewards, values.float(), mask, gamma)
     taken = [q.float().gather(-1, actions.unsqueeze(-1)).squeeze(-1) for q in q_all]  # each (B, T)
-    with torch.no_grad():
-        target_taken = torch.stack([q.float().gather(-1, actions.unsqueeze(-1)).squeeze(-1) for q in target_q_all]).min(0).values
+    target_taken = torch.stack([q.detach().float() for q in target_q_taken]).min(0).values  # (B, T)
     loss_q = sum(_masked_mean((q - target).pow(2), mask) for q in taken)
     advantage = target_taken - values.float()  # (B, T), grad flows into V only
     loss_v = _masked_mean(expectile_loss(advantage, tau), mask)

@@ -63,6 +63,13 @@ class ILQLHeads(nn.Module):
         with torch.no_grad():
             return [q(self._cast(hidden)) for q in self.target_q_heads]
 
+    def target_q_taken(self, hidden: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+        """Q̂_i(s_t, a_t) of given actions only: (B, T, H), (B, T) -> (B, T) per target head, from
+        the actions' rows of each head's weight (no (B, T, V) product: training reads no more)."""
+        hidden = self._cast(hidden)
+        with torch.no_grad():
+            return [(hidden * q.weight[actions]).sum(-1) + q.bias[actions] for q in self.target_q_heads]
+
     def online_parameters(self) -> list[nn.Parameter]:
         return list(self.v_head.parameters()) + list(self.q_heads.parameters())
 
@@ -72,12 +79,13 @@ class ILQLHeads(nn.Module):
 
 @dataclass
 class ILQLForward:
-    """One training pass: (B, T) tensors, 0 on response padding, and one (B, T, V) per Q head."""
+    """One training pass: (B, T) tensors (0 on response padding; the target heads' Q̂ of the data's
+    actions) and one (B, T, V) per online Q head."""
 
     action_logprobs: torch.Tensor
     values: torch.Tensor
     q_all: list[torch.Tensor]
-    target_q_all: list[torch.Tensor]
+    target_q_taken: list[torch.Tensor]
 
 
 def ilql_forward(lm, heads: ILQLHeads, prompt_ids, prompt_mask, response_ids, response_mask) -> ILQLForward:
@@ -88,7 +96,7 @@ def ilql_forward(lm, heads: ILQLHeads, prompt_ids, prompt_mask, response_ids, re
     logprobs = layout.place(selected_token_logprobs(logits, layout.gather(response_ids)))  # (B, T)
     mask = response_mask.to(torch.float32)
     return ILQLForward(action_logprobs=logprobs, values=heads.values(hidden).float() * mask,
-                       q_all=heads.q_values(hidden), target_q_all=heads.target_q_values(hidden))
+                       q_all=heads.q_values(hidden), target_q_taken=heads.target_q_taken(hidden, response_ids))
 
 
 @dataclass

@@ -88,7 +88,7 @@ class ILQLTrainer:
             out = ilql_forward(self.policy, self.heads, batch["prompt_ids"], batch["prompt_mask"],
                                batch["response_ids"], batch["response_mask"])
         scores = torch.tensor([e.score for e in examples], dtype=torch.float32, device=self.device)
-        return self.loss_fn(out.q_all, out.target_q_all, out.values, out.action_logprobs, batch["response_ids"],
+        return self.loss_fn(out.q_all, out.target_q_taken, out.values, out.action_logprobs, batch["response_ids"],
                             scores, batch["response_mask"])
 
     def step(self, examples: Sequence[ScoredExample]) -> dict[str, float]:
