@@ -161,7 +161,8 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
         result = evaluate(method, policy, tok, samples)
         result["row"]["kl_control"] = kl_control(result["row"]["kl_to_reference"])
     elif method == "ilql":  # the decoding policy is no LoRA model: the base model is the reference
-        result = evaluate(method, *_ilql(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer), reference=base)
+        trained = _ilql(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer)
+        result = evaluate(method, *trained, reference=base)
     elif method in OFFLINE_METHODS:
         result = evaluate(method, *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer, method))
     else:  # best_of_n: a policy built at inference time from the base model and the gold scorer

@@ -240,11 +240,11 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
         "per_prompt": "prompts per iteration = batch_size / the method's group size",
-        "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate)",
+        "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate; ILQL: --ilql-learning-rate)",
         "resumed": "(finished methods kept, the unfinished one from its latest checkpoint)",
     }
-    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "ilql_learning_rate": "> 0", "best_of_n": ">= 1",
-                                        "eval_prompts": ">= 1"}
+    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "ilql_learning_rate": "> 0",
+                                        "best_of_n": ">= 1", "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
     """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dapo, gspo, dr_grpo, online_dpo, dpo, simpo, orpo, cpo, ilql, best_of_n"""
