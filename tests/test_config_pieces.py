@@ -48,13 +48,13 @@ from rlhfkit.pipelines.eval_config import (  # noqa: E402
 )
 from rlhfkit.pipelines.overopt_config import OveroptConfig  # noqa: E402
 from rlhfkit.tabular.config import SolveConfig, SweepConfig
-from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, GKDConfig, SFTConfig
+from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, GKDConfig, ILQLConfig, SFTConfig
 
 from rlhfkit.generation.config import ServeConfig as ModelServeConfig  # noqa: E402
 from rlhfkit.pipelines.loops_config import IterateConfig, ParetoConfig, RFTConfig  # noqa: E402
 
 COMMANDS = {
-    ("sft",): SFTConfig, ("dpo",): DPOConfig, ("rm",): RMConfig, ("rl",): RLRunConfig,
+    ("sft",): SFTConfig, ("dpo",): DPOConfig, ("ilql",): ILQLConfig, ("rm",): RMConfig, ("rl",): RLRunConfig,
     ("compare",): CompareConfig, ("quickstart",): QuickstartConfig, ("generate",): GenerationConfig,
     ("label",): LabelConfig, ("feedback", "serve"): ServeConfig, ("feedback", "import"): ImportConfig,
     ("feedback", "export"): ExportConfig, ("gridworld", "solve"): SolveConfig, ("gridworld", "sweep"): SweepConfig,

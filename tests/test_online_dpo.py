@@ -125,4 +125,4 @@ def test_compare_runs_online_dpo_dapo_and_simpo_side_by_side(tmp_path, tiny_dir,
     with pytest.raises(ConfigError, match="unknown method"):
         from rlhfkit.pipelines.config import CompareConfig
 
-        CompareConfig(methods=["ilql"])
+        CompareConfig(methods=["trpo"])

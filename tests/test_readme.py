@@ -57,6 +57,7 @@ FAST: dict[str, list[str]] = {
     "sft": ["--model", TINY, "--max-steps", "2"],
     "dpo": ["--model", TINY, "--max-steps", "2"],
     "gkd": ["--model", TINY, "--max-steps", "2", "--max-new-tokens", "4", "--batch-size", "4", "--micro-batch-size", "4"],
+    "ilql": ["--model", TINY, "--max-steps", "2"],
     "rm": ["--backbone", TINY, "--epochs", "1"],
     "rl": [*_TINY_RL, "--eval-prompts", "4"],
     "compare": [*_TINY_RL, "--sample-budget", "8", "--eval-prompts", "4", "--best-of-n", "2"],
@@ -82,6 +83,9 @@ FAST: dict[str, list[str]] = {
 }
 # Lines whose flags differ from their command's FAST (they replace it).
 FAST_LINE: dict[str, list[str]] = {
+    # the model is the ILQL run the line before made from the tiny model
+    "rlhfkit generate --model runs/ilql/checkpoints/final --prompts task:sentiment --limit 8 --output ilql_samples.jsonl":
+        ["--max-new-tokens", "4"],
     # the model is runs/sft/checkpoints/final, which the sft line before made from the tiny model
     "rlhfkit dpo --data examples/prefs.jsonl --model runs/sft/checkpoints/final --beta 0.1 --run-name dpo":
         ["--max-steps", "2"],

@@ -80,6 +80,15 @@ class RatingRecord:
 
 
 @dataclass(frozen=True)
+class ScoredRecord:
+    """One response with its scalar score (a reward, a gold score): offline RL data (ILQL)."""
+
+    prompt: str
+    completion: str
+    score: float
+
+
+@dataclass(frozen=True)
 class ThumbsRecord:
     """A binary judgement of one response (True = thumbs up)."""
 

@@ -28,7 +28,7 @@ from rlhfkit.pipelines.config import GenerationConfig, QuickstartConfig
 
 # Rooms that define their own commands (kept import-light: argparse only at module level).
 COMMAND_MODULES = [
-    "rlhfkit.cli.train",  # sft, dpo, gkd
+    "rlhfkit.cli.train",  # sft, dpo, gkd, ilql
     "rlhfkit.cli.rm",  # rm
     "rlhfkit.cli.rl",  # rl, compare
     "rlhfkit.cli.feedback",  # label, feedback

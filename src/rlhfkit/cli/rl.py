@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     add_config_command(
         subparsers, "compare", CompareConfig, "rlhfkit.pipelines.compare:run_compare",
         help="run several methods on a task at matched sample budgets and print a table",
-        description="PPO, REINFORCE, RLOO, GRPO, NLPO, DPO (on gold-labelled pairs) and best-of-n on one task: "
+        description="PPO, REINFORCE, RLOO, GRPO, NLPO, DPO (on gold-labelled pairs), ILQL (on gold-scored base "
+        "samples) and best-of-n on one task: "
         "gold reward ± 95%% CI, KL to the reference, distinct-2 and wall time.",
     )

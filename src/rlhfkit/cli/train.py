@@ -1,7 +1,7 @@
-"""`rlhfkit sft`, `rlhfkit dpo` and `rlhfkit gkd`: parse options into SFTConfig / DPOConfig /
-GKDConfig, run, print.
+"""`rlhfkit sft`, `rlhfkit dpo`, `rlhfkit gkd` and `rlhfkit ilql`: parse options into SFTConfig /
+DPOConfig / GKDConfig / ILQLConfig, run, print.
 
-Thin: the loops live in trainers/sft.py, trainers/dpo.py and trainers/gkd.py. Only argparse (and our torch-free
+Thin: the loops live in trainers/sft.py, trainers/dpo.py, trainers/gkd.py and trainers/ilql.py. Only argparse (and our torch-free
 config helpers) are imported at module level so that `rlhfkit --help` stays instant.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import textwrap
 
 from rlhfkit.config import add_config_command
-from rlhfkit.trainers.config import DPOConfig, GKDConfig, SFTConfig
+from rlhfkit.trainers.config import DPOConfig, GKDConfig, ILQLConfig, SFTConfig
 
 DATA_FORMATS = """\
 data files: JSONL (one object per line), JSON list, CSV, Parquet, or a folder saved by `datasets`.
@@ -51,9 +51,20 @@ example:
   rlhfkit gkd --model ./student --teacher ./teacher --data demos.jsonl --eval-fraction 0.1
 """
 
+ILQL_EPILOG = DATA_FORMATS + """
+scored rows (kind scored): {"prompt": "...", "completion": "...", "score": 0.7}
+("response" for completion and "reward" for score are read too, as `rlhfkit generate` writes them).
+The score is the reward of the response's last token; the Q heads learn r_t + γ·V(s_{t+1}).
+checkpoints/final decodes with the perturbed logits wherever a model is loaded by path.
+
+examples:
+  rlhfkit ilql --data scored.jsonl --max-steps 200 --run-name my-ilql
+  rlhfkit generate --model runs/my-ilql/checkpoints/final --prompts task:sentiment --output ilql.jsonl
+"""
+
 
 def register(subparsers) -> None:
-    """Add `sft`, `dpo` and `gkd` to the top-level `rlhfkit` subparsers."""
+    """Add `sft`, `dpo`, `gkd` and `ilql` to the top-level `rlhfkit` subparsers."""
     add_config_command(
         subparsers, "sft", SFTConfig, "rlhfkit.pipelines.sft:run_sft",
         help="supervised fine-tuning on demonstrations (prompt/completion or chat), LoRA or full",
@@ -85,5 +96,17 @@ def register(subparsers) -> None:
             "distributions under the generalised Jensen-Shannon divergence JSD(β) (β 0: forward KL, 1: reverse KL). "
             "Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and checkpoints/final."),
         epilog=GKD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    add_config_command(
+        subparsers, "ilql", ILQLConfig, "rlhfkit.pipelines.ilql:run_ilql",
+        help="offline RL from scored responses: implicit language Q-learning (ILQL)",
+        description=textwrap.fill(
+            "Learn twin Q heads (Polyak-averaged targets), an expectile V head, the CQL term and the AWAC term on "
+            "the LM from a fixed file of scored responses (Snell et al. 2022; trlx's defaults), then decode with "
+            "log π + β·(Q − V), top-k. Writes runs/<name>/ with config.yaml, metrics.jsonl, summary.json and "
+            "checkpoints/final (the LM with its heads)."),
+        epilog=ILQL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

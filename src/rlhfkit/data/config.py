@@ -14,7 +14,7 @@ class ValidateConfig(SkipInvalidOptions):
 
     file: str = ""
     """a .jsonl/.json/.csv/.parquet file or a folder saved by `datasets`"""
-    kind: Literal["prompt", "sft", "pairwise", "ranking", "rating", "thumbs", "rewrite", "labelled", "stepwise"] | None = None
+    kind: Literal["prompt", "sft", "pairwise", "ranking", "rating", "thumbs", "rewrite", "labelled", "stepwise", "scored"] | None = None
     """the record kind the rows must follow (required)"""
     split: str = ""
     """split to read from a saved DatasetDict (empty: train)"""
@@ -24,7 +24,7 @@ class ValidateConfig(SkipInvalidOptions):
             raise ConfigError("data validate: give the FILE to check (or `file:` in --config)")
         if not self.kind:
             raise ConfigError("data validate: --kind is required (prompt, sft, pairwise, ranking, rating, thumbs, "
-                              "rewrite, labelled, stepwise)")
+                              "rewrite, labelled, stepwise, scored)")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from rlhfkit.types import (
     RankingRecord,
     RatingRecord,
     RewriteRecord,
+    ScoredRecord,
     SFTRecord,
     StepwiseRecord,
     ThumbsRecord,
@@ -156,6 +157,19 @@ def parse_rating(row: dict) -> RatingRecord:
     )
 
 
+def _first_present(row: dict, names: tuple[str, ...]) -> str:
+    """The first of the accepted column names the row has (else the first, to be named as missing)."""
+    return next((n for n in names if n in row and not _is_missing(row[n])), names[0])
+
+
+def parse_scored(row: dict) -> ScoredRecord:
+    """prompt, completion (or response, as `rlhfkit generate` and rating rows have it) and score
+    (or reward, as `rlhfkit generate --reward` writes it, or a rating row's rating)."""
+    return ScoredRecord(prompt=_text(row, "prompt", allow_empty=True),
+                        completion=_text(row, _first_present(row, ("completion", "response"))),
+                        score=_number(row, _first_present(row, ("score", "reward", "rating"))))
+
+
 _TRUE = {"1", "true", "up", "yes", "👍"}
 _FALSE = {"0", "false", "down", "no", "👎"}
 
@@ -243,6 +257,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     "rewrite": frozenset({"prompt", "original", "rewrite"}),
     "labelled": frozenset({"text", "label"}),
     "stepwise": frozenset({"prompt", "completions", "labels"}),
+    "scored": frozenset({"prompt", "completion", "response", "score", "reward", "rating"}),
 }
 """The columns each kind reads (None: all); others are ignored, and `data validate` lists them."""
 
@@ -256,4 +271,5 @@ KINDS: dict[str, Callable[[dict], Any]] = {
     "rewrite": parse_rewrite,
     "labelled": parse_labelled,
     "stepwise": parse_stepwise,
+    "scored": parse_scored,
 }

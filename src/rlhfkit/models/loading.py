@@ -216,7 +216,8 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_policy(name_or_path: str = EMBEDDED_POLICY, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load a causal LM and its tokenizer. Returns (model, tokenizer), model in eval mode."""
+    """Load a causal LM and its tokenizer. Returns (model, tokenizer), model in eval mode; for a
+    folder saved by `rlhfkit ilql` the model is an `ILQLPolicy` (the LM decoded with its heads)."""
     from transformers import AutoModelForCausalLM
 
     path, _ = resolve_policy_path(name_or_path)
@@ -236,6 +237,11 @@ def load_policy(name_or_path: str = EMBEDDED_POLICY, dtype: torch.dtype = torch.
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device)
     model.eval()
+    # models/ilql.py imports this module (through heads.py): imported here, not at the top
+    from rlhfkit.models.ilql import is_ilql_folder, wrap_ilql
+
+    if is_ilql_folder(path):  # a saved ILQL run: the LM decoded with its Q and V heads
+        model = wrap_ilql(model, path)
     tokenizer = load_tokenizer(name_or_path)
     return model, tokenizer
 

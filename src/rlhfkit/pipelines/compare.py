@@ -2,9 +2,11 @@
 
 Every training method may draw `sample_budget` samples from its policy: the online methods as
 steps × batch, DPO as pairs sampled from the base policy (2 per pair) and labelled by the gold
-scorer. Best-of-n costs n samples per query at inference and nothing in training. Each trained
+scorer, ILQL as responses sampled from the base policy (one each) and scored by the gold scorer,
+learnt offline. Best-of-n costs n samples per query at inference and nothing in training. Each trained
 policy is then sampled once per held-out prompt, and the table reports gold reward ± 95% CI,
-KL to the reference (best-of-n: the bound log n − (n−1)/n), distinct-2 and wall time.
+KL to the reference (best-of-n: the bound log n − (n−1)/n; ILQL: its perturbed-logit decoding
+against the base model), distinct-2 and wall time.
 
 Each method is a stage of the run (stages.json) on its own seed: with --resume the finished
 methods' rows and samples are kept and the unfinished one continues from its checkpoint
@@ -31,11 +33,12 @@ from rlhfkit.pipelines.config import OFFLINE_METHODS, CompareConfig
 from rlhfkit.pipelines.run_dir import RunDir, Stages
 from rlhfkit.tasks import get_task
 from rlhfkit.trainers.checkpoint import Checkpointer
-from rlhfkit.trainers.config import ALGORITHMS, DPOConfig
+from rlhfkit.trainers.config import ALGORITHMS, DPOConfig, ILQLConfig
 from rlhfkit.trainers.dpo import train_dpo
+from rlhfkit.trainers.ilql import train_ilql
 from rlhfkit.trainers.online import kl_control_summary
 from rlhfkit.trainers.online_dpo import make_online_trainer
-from rlhfkit.types import PairwiseRecord
+from rlhfkit.types import PairwiseRecord, ScoredRecord
 
 
 def _online(cfg: CompareConfig, method: str, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
@@ -70,6 +73,26 @@ def _dpo(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpoint
                         chat="yes" if task.chat else "no", max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
     result = train_dpo(policy, tokenizer, pairs, dpo_cfg, logger=lambda s: log({"method": loss, **s}), compute_dtype=dtype,
                        checkpointer=checkpointer, resume=cfg.resume)
+    return result["policy"], tokenizer, len(texts)
+
+
+def _ilql(cfg: CompareConfig, task, device, dtype, train_prompts, log, checkpointer: Checkpointer):
+    """ILQL on `sample_budget` base-policy samples (one per training prompt, cycling), each scored
+    by the gold scorer — the reward the online methods optimise. trlx's defaults except the target
+    heads: its α = 0.001 every 5 steps would move them about 1% in compare's few dozen steps (the
+    decoding would be the behaviour-cloned LM alone), so here α = 0.1 after every step."""
+    policy, tokenizer = load_policy(cfg.policy, device=device)
+    prompts = [train_prompts[i % len(train_prompts)] for i in range(cfg.sample_budget)]
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    texts, _ = sample_policy(policy, tokenizer, prompts, cfg.max_new_tokens, "sampling ILQL data", chat=task.chat,
+                             compute_dtype=dtype, generator=gen)
+    records = [ScoredRecord(p, t, float(g)) for p, t, g in zip(prompts, texts, task.gold(prompts, texts))]
+    ilql_cfg = ILQLConfig(data="(in memory)", epochs=2, batch_size=16, micro_batch_size=16,
+                          learning_rate=cfg.ilql_learning_rate, max_grad_norm=cfg.max_grad_norm, lora=True, seed=cfg.seed,
+                          save_merged=False, alpha=0.1, steps_for_target_q_sync=1, chat="yes" if task.chat else "no",
+                          max_prompt_tokens=64, max_response_tokens=cfg.max_new_tokens + 4)
+    result = train_ilql(policy, tokenizer, records, ilql_cfg, logger=lambda s: log({"method": "ilql", **s}),
+                        compute_dtype=dtype, checkpointer=checkpointer, resume=cfg.resume)
     return result["policy"], tokenizer, len(texts)
 
 
@@ -121,12 +144,12 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
     """Train (or build) one method's policy and evaluate it: {"row": its table row, "texts": its samples}."""
     scorers = {"gold": task.gold}
 
-    def evaluate(name, policy, tokenizer, samples, has_adapter=True):
+    def evaluate(name, policy, tokenizer, samples, has_adapter=True, reference=None):
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         texts, rollouts = sample_policy(policy, tokenizer, eval_prompts, cfg.max_new_tokens, f"evaluating {name}",
                                         chat=task.chat, compute_dtype=dtype, generator=gen)
         metrics = evaluate_samples(eval_prompts, texts, scorers, cfg.seed)
-        kl = sequence_kl_estimates(policy, rollouts, dtype) if has_adapter else {"k1": [0.0], "k3": [0.0]}
+        kl = sequence_kl_estimates(policy, rollouts, dtype, reference) if has_adapter else {"k1": [0.0], "k3": [0.0]}
         return {"row": {"method": name, **metrics, "kl_to_reference": sum(kl["k1"]) / len(kl["k1"]),
                         "kl_k3_to_reference": sum(kl["k3"]) / len(kl["k3"]), "train_samples": samples},
                 "texts": texts}
@@ -137,6 +160,9 @@ def _method(cfg: CompareConfig, method: str, task, device, dtype, train_prompts,
         policy, tok, samples, kl_control = _online(cfg, method, task, device, dtype, train_prompts, run.log_metrics, checkpointer)
         result = evaluate(method, policy, tok, samples)
         result["row"]["kl_control"] = kl_control(result["row"]["kl_to_reference"])
+    elif method == "ilql":  # the decoding policy is no LoRA model: the base model is the reference
+        trained = _ilql(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer)
+        result = evaluate(method, *trained, reference=base)
     elif method in OFFLINE_METHODS:
         result = evaluate(method, *_dpo(cfg, task, device, dtype, train_prompts, run.log_metrics, checkpointer, method))
     else:  # best_of_n: a policy built at inference time from the base model and the gold scorer

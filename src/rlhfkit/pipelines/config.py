@@ -246,20 +246,22 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     help_terms: ClassVar[dict[str, str]] = {
         "task_gold": "its gold scorer is the reward (and labels DPO's pairs)",
         "per_prompt": "prompts per iteration = batch_size / the method's group size",
-        "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate)",
+        "trained": "the online methods' LoRA adapters and value heads (DPO: --dpo-learning-rate; ILQL: --ilql-learning-rate)",
         "resumed": "(finished methods kept, the unfinished one from its latest checkpoint)",
     }
-    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "best_of_n": ">= 1",
-                                        "eval_prompts": ">= 1"}
+    limits: ClassVar[dict[str, str]] = {"sample_budget": ">= 1", "dpo_learning_rate": "> 0", "ilql_learning_rate": "> 0",
+                                        "best_of_n": ">= 1", "eval_prompts": ">= 1"}
 
     methods: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo", "nlpo", "dpo", "best_of_n"])
-    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dapo, gspo, dr_grpo, online_dpo, dpo, simpo, orpo, cpo, best_of_n"""
+    """methods to run: any of ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo, dapo, gspo, dr_grpo, online_dpo, dpo, simpo, orpo, cpo, ilql, best_of_n"""
     sample_budget: int = 384
-    """policy samples each training method may draw (online: steps × batch; DPO: 2 per pair)"""
+    """policy samples each training method may draw (online: steps × batch; DPO: 2 per pair; ILQL: scored base samples)"""
     mini_batch_size: int | None = None
     ppo_epochs: int = 2
     dpo_learning_rate: float = 5e-4
     """LoRA learning rate of DPO"""
+    ilql_learning_rate: float = 5e-4
+    """learning rate of ILQL (its LoRA adapter and Q/V heads)"""
     best_of_n: int = 16
     """n of the best-of-n policy (its cost is n samples per query at inference)"""
     max_new_tokens: int | None = None
@@ -268,7 +270,7 @@ class CompareConfig(TaskPolicyOptions, RolloutOptions, KLControlOptions, Optimiz
     run_name: str = "compare"
 
     def __post_init__(self):
-        known = set(ALGORITHMS) | set(OFFLINE_METHODS) | {"best_of_n"}
+        known = set(ALGORITHMS) | set(OFFLINE_METHODS) | {"ilql", "best_of_n"}
         unknown = [m for m in self.methods if m not in known]
         if unknown:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
@@ -323,7 +325,7 @@ class GenerationConfig(ModelOptions, ChatOptions, SkipInvalidOptions, ComputeOpt
     n: int = 1
     """responses per prompt (policy sample), or candidates per prompt (policy best_of_n)"""
     reward: str = ""
-    """reward for best_of_n: vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
+    """reward for best_of_n (with policy sample: each response's score, written as `reward`, e.g. for rlhfkit ilql): vader, length, task:NAME (a task's gold scorer), a saved reward-model folder, a Python function module:function or file.py:function, or a weighted mix 'A=1,B=0.5'"""
     batch_size: int = 16
     """prompts per generation batch"""
     limit: int = 0

@@ -60,7 +60,7 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     reward = None
-    if cfg.policy == "best_of_n":
+    if cfg.reward:
         reward, _ = build_reward(cfg.reward, device=device, named={"task": task_gold_scorer}, columns=columns)
     params = SamplingParams(
         strategy=cfg.strategy, temperature=cfg.temperature, top_k=cfg.top_k if cfg.strategy in ("top_k",) else 0,
@@ -77,9 +77,12 @@ def run_generate(cfg: GenerationConfig) -> list[dict]:
         backend = make_backend(cfg, cfg.model, tokenizer=tokenizer, device=device, seed=cfg.seed)
     start = time.perf_counter()
     expanded = [p for p in prompts for _ in range(cfg.n)]
-    progress = "best-of-n" if reward is not None else "generating"
+    progress = "best-of-n" if cfg.policy == "best_of_n" else "generating"
     rows = backend.responses(expanded, params, chat, batch_size=cfg.batch_size, progress=progress, seed=cfg.seed)
-    if reward is not None:
+    if reward is not None and cfg.policy == "sample":  # every response scored: offline RL data (rlhfkit ilql)
+        scores = reward([r["prompt"] for r in rows], [r["response"] for r in rows])
+        rows = [r | {"reward": float(s)} for r, s in zip(rows, scores)]
+    elif reward is not None:
         rows = keep_best(rows, cfg.n, reward)
         print(f"[rlhfkit] best-of-{cfg.n}: KL to the sampling policy ≤ log n − (n−1)/n = "
               f"{best_of_n_kl_bound(cfg.n):.3f} nats")

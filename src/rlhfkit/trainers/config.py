@@ -403,7 +403,23 @@ class SFTConfig(OfflineTrainOptions):
 
 
 @dataclass
-class DPOConfig(OfflineTrainOptions):
+class PromptResponseLengthOptions:
+    """How long the prompts and responses of an offline (prompt, response) data file may be."""
+
+    limits: ClassVar[dict[str, str]] = {"max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1"}
+
+    max_prompt_tokens: int = 256
+    """longer prompts keep their last tokens"""
+    max_response_tokens: int = 256
+    """longer responses keep their first tokens (and lose their EOS)"""
+
+    def check_lengths(self) -> None:
+        if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
+            raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
+
+
+@dataclass
+class DPOConfig(OfflineTrainOptions, PromptResponseLengthOptions):
     """Direct preference optimisation from offline data: DPO, IPO or KTO, and the reference-free ORPO, SimPO, CPO."""
 
     # as in TRL: 5e-5 for a LoRA adapter, 1e-6 for every weight
@@ -415,7 +431,7 @@ class DPOConfig(OfflineTrainOptions):
         "seeded": "data order, the held-out split and KTO's mismatched pairs",
     }
     limits: ClassVar[dict[str, str]] = {"beta": "> 0", "tau": "> 0", "desirable_weight": "> 0", "undesirable_weight": "> 0",
-                                        "max_prompt_tokens": ">= 1", "max_response_tokens": ">= 1", "orpo_lambda": ">= 0",
+                                        "orpo_lambda": ">= 0",
                                         "simpo_beta": "> 0", "simpo_gamma_beta_ratio": ">= 0", "cpo_alpha": ">= 0"}
 
     ref_model: str = ""
@@ -434,10 +450,6 @@ class DPOConfig(OfflineTrainOptions):
     """KTO λ_U, weight of undesirable examples"""
     precompute_ref: bool = True
     """compute reference log-probs once before training (no reference forward passes while training)"""
-    max_prompt_tokens: int = 256
-    """longer prompts keep their last tokens"""
-    max_response_tokens: int = 256
-    """longer responses keep their first tokens (and lose their EOS)"""
     # reference-free losses (algorithms/reference_free.py)
     orpo_lambda: float = 0.1
     """ORPO λ: weight of the odds-ratio term added to the SFT NLL (Hong et al. 2024; TRL's default)"""
@@ -458,8 +470,7 @@ class DPOConfig(OfflineTrainOptions):
             raise ConfigError("beta and tau must be positive")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigError("desirable_weight and undesirable_weight (KTO's λ_D, λ_U) must be positive")
-        if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
-            raise ConfigError("max_prompt_tokens and max_response_tokens must be at least 1")
+        self.check_lengths()
 
 
 @dataclass
@@ -499,3 +510,54 @@ class GKDConfig(SFTConfig):
             raise ConfigError("temperature must be > 0 and max_new_tokens >= 1")
         if self.packing or self.loss_on != "completion":
             raise ConfigError("gkd samples completions after each prompt: no --packing, and --loss-on completion")
+
+
+@dataclass
+class ILQLConfig(OfflineTrainOptions, PromptResponseLengthOptions):
+    """Implicit language Q-learning (Snell et al. 2022) from a fixed file of scored responses:
+    twin Q heads with Polyak-averaged targets, an expectile-regressed V head, the CQL term and the
+    AWAC term on the LM; decoding with the advantage-perturbed logits. Defaults: trlx's ILQL."""
+
+    # trlx trains every weight at 5e-5; a LoRA adapter and the zero-initialised heads need more
+    defaults_by: ClassVar[DefaultsBy] = DefaultsBy("lora", {True: {"learning_rate": 1e-4}, False: {"learning_rate": 5e-5}})
+    help_defaults: ClassVar[dict[str, str]] = {"run_name": "ilql-<date>-<time>"}
+    help_terms: ClassVar[dict[str, str]] = {
+        "rows": "scored rows (prompt, completion or response, score or reward)",
+        "model_role": "policy π_β to train and decode", "examples": "scored responses",
+        "seeded": "data order, the held-out split and the adapter's initialisation",
+        "trained": "the LoRA adapter (or every weight with --no-lora) and the Q and V heads",
+    }
+    limits: ClassVar[dict[str, str]] = {"gamma": "[0, 1]", "tau": "(0, 1)", "cql_scale": ">= 0", "awac_scale": ">= 0",
+                                        "alpha": "(0, 1]", "steps_for_target_q_sync": ">= 1", "beta": ">= 0",
+                                        "top_k": ">= 0"}
+
+    gamma: float = 0.99
+    """discount γ of the token-level Bellman target r_t + γ·V(s_t+1) (the score is the reward of the last token)"""
+    tau: float = 0.7
+    """expectile τ of the V regression towards min_i Q̂_i(s, a)"""
+    cql_scale: float = 0.1
+    """weight of the CQL term logsumexp_a Q(s, a) − Q(s, a_t)"""
+    awac_scale: float = 1.0
+    """weight of the AWAC term on the LM: exp(awac_beta·(Q̂ − V))-weighted negative log-likelihood of the data"""
+    awac_beta: float = 0.0
+    """advantage temperature of the AWAC weights (0: plain behaviour cloning, as trlx)"""
+    alpha: float = 0.001
+    """Polyak rate of the target Q heads: Q̂ ← α·Q + (1 − α)·Q̂"""
+    steps_for_target_q_sync: int = 5
+    """optimiser steps between target-head updates"""
+    two_qs: bool = True
+    """twin Q heads (the targets and the decoding take their minimum)"""
+    beta: float = 1.0
+    """decoding: logits log π_β + β·(Q̂ − V)"""
+    top_k: int = 20
+    """decoding: keep the k largest perturbed logits (0: all)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau < 1.0:
+            raise ConfigError(f"gamma must lie in [0, 1] and tau in (0, 1), got gamma {self.gamma}, tau {self.tau}")
+        if not 0.0 < self.alpha <= 1.0 or self.steps_for_target_q_sync < 1:
+            raise ConfigError("alpha must lie in (0, 1] and steps_for_target_q_sync be at least 1")
+        if self.cql_scale < 0 or self.awac_scale < 0 or self.beta < 0 or self.top_k < 0:
+            raise ConfigError("cql_scale, awac_scale, beta and top_k cannot be negative")
+        self.check_lengths()
