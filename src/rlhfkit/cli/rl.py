@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rlhfkit.config import add_config_command
 from rlhfkit.pipelines.config import CompareConfig, RLRunConfig
+from rlhfkit.trainers.config import ALGORITHMS
 
 
 def register(subparsers) -> None:
     add_config_command(
         subparsers, "rl", RLRunConfig, "rlhfkit.pipelines.rl:run_rl",
-        help="online RL against a reward with a KL anchor: ppo, reinforce, rloo, grpo, reinforce_pp, remax, nlpo",
+        help="online RL against a reward with a KL anchor: " + ", ".join(ALGORITHMS),
         description="One loop (generate → score → shape → advantages → loss → step → log → checkpoint); "
         "--algo picks the advantage estimator, KL placement and defaults from the papers.",
     )
