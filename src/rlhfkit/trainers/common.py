@@ -149,3 +149,12 @@ def save_final(policy, tokenizer, path: Path, config) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def mean_stats(parts: list[tuple[float, dict[str, torch.Tensor]]]) -> dict[str, float]:
+    """Weighted mean of per-micro-batch stats; weights are each micro-batch's share of the batch."""
+    out: dict[str, float] = {}
+    for weight, stats in parts:
+        for name, value in stats.items():
+            out[name] = out.get(name, 0.0) + weight * float(value)
+    return out

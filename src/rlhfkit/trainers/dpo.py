@@ -45,6 +45,7 @@ from rlhfkit.models.lora import frozen_copy, is_lora, reference_forward
 from rlhfkit.trainers.common import (
     check_finite,
     make_optimizer,
+    mean_stats,
     prepare_policy,
     resume_offline,
     run_loop,
@@ -86,15 +87,6 @@ class Item:
 
     example: PairExample | UnpairedExample
     ref_logps: tuple[float, float] | None = None
-
-
-def _mean_stats(parts: list[tuple[float, dict[str, torch.Tensor]]]) -> dict[str, float]:
-    """Weighted mean of per-micro-batch stats; weights are each micro-batch's share of the batch."""
-    out: dict[str, float] = {}
-    for weight, stats in parts:
-        for name, value in stats.items():
-            out[name] = out.get(name, 0.0) + weight * float(value)
-    return out
 
 
 class DPOTrainer:
@@ -287,7 +279,7 @@ class DPOTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = {"step": self.step_count, **self.dist.sum_dict(_mean_stats(parts)), "grad_norm": float(grad_norm),
+        stats = {"step": self.step_count, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": float(grad_norm),
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         self.step_count += 1
         if self.logger is not None:
@@ -311,7 +303,7 @@ class DPOTrainer:
             micro = items[start : start + self.cfg.micro_batch_size]
             loss, stats = micro_loss(micro, context)
             parts.append((len(micro) / len(items), {("dpo_loss" if kto_on_pairs else "loss"): loss, **stats}))
-        return _mean_stats(parts)
+        return mean_stats(parts)
 
     def train(self, train_items: Sequence[Item], eval_items: Sequence[Item] = (), progress: bool = True,
               **checkpointing) -> tuple[list[dict], list[dict]]:

@@ -28,7 +28,8 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.models.ilql import ILQLHeads, ILQLPolicy, ilql_forward
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.trainers.checkpoint import Checkpointer
-from rlhfkit.trainers.common import check_finite, make_optimizer, prepare_policy, resume_offline, run_loop, total_steps
+from rlhfkit.trainers.common import (check_finite, make_optimizer, mean_stats, prepare_policy, resume_offline, run_loop,
+                                    total_steps)
 from rlhfkit.trainers.config import ILQLConfig
 from rlhfkit.trainers.distributed import current
 from rlhfkit.trainers.sft import CHAT
@@ -51,14 +52,6 @@ def scored_examples(tokenizer, records: Sequence[ScoredRecord], config: ILQLConf
     prompts = tokenize_prompts(tokenizer, [r.prompt for r in records], chat, config.max_prompt_tokens)
     responses = tokenize_responses(tokenizer, [r.completion for r in records], config.max_response_tokens)
     return [ScoredExample(p, c, float(r.score)) for p, c, r in zip(prompts, responses, records)]
-
-
-def _mean_stats(parts: list[tuple[float, dict[str, torch.Tensor]]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for weight, stats in parts:
-        for name, value in stats.items():
-            out[name] = out.get(name, 0.0) + weight * float(value)
-    return out
 
 
 class ILQLTrainer:
@@ -115,7 +108,7 @@ class ILQLTrainer:
         self.step_count += 1
         if self.step_count % cfg.steps_for_target_q_sync == 0:
             polyak_update(self.heads.target_parameters(), list(self.heads.q_heads.parameters()), cfg.alpha)
-        stats = {"step": self.step_count - 1, **self.dist.sum_dict(_mean_stats(parts)), "grad_norm": float(grad_norm),
+        stats = {"step": self.step_count - 1, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": float(grad_norm),
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         if self.logger is not None:
             self.logger({"stage": "ilql", **stats})
@@ -126,7 +119,7 @@ class ILQLTrainer:
         """The loss and its terms on held-out examples."""
         self.policy.eval()
         size = self.cfg.micro_batch_size
-        return _mean_stats([(len(examples[i : i + size]) / len(examples), self._micro_loss(examples[i : i + size])[1])
+        return mean_stats([(len(examples[i : i + size]) / len(examples), self._micro_loss(examples[i : i + size])[1])
                             for i in range(0, len(examples), size)])
 
     def train(self, train_examples, eval_examples=(), progress: bool = True, **checkpointing):
