@@ -158,3 +158,16 @@ def mean_stats(parts: list[tuple[float, dict[str, torch.Tensor]]]) -> dict[str, 
         for name, value in stats.items():
             out[name] = out.get(name, 0.0) + weight * float(value)
     return out
+
+
+def clipped_step(params: list, optimizer, scheduler, max_grad_norm: float, dist, step: int) -> float:
+    """The end of an offline optimiser step: all-reduce the accumulated gradients (several
+    processes), clip them, stop on a non-finite norm, step the optimiser and the schedule, clear
+    the gradients. Returns the norm before clipping."""
+    dist.reduce_gradients(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    check_finite("gradient norm", grad_norm.detach(), step)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)

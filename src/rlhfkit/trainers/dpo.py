@@ -44,6 +44,7 @@ from rlhfkit.models.loading import autocast_context
 from rlhfkit.models.lora import frozen_copy, is_lora, reference_forward
 from rlhfkit.trainers.common import (
     check_finite,
+    clipped_step,
     make_optimizer,
     mean_stats,
     prepare_policy,
@@ -273,12 +274,8 @@ class DPOTrainer:
             check_finite(f"{cfg.loss.upper()} loss", loss.detach(), self.step_count)
             (loss * weight).backward()
             parts.append((weight, {"loss": loss.detach(), **stats}))
-        self.dist.reduce_gradients(self.trainable)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-        check_finite("gradient norm", grad_norm.detach(), self.step_count)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = clipped_step(self.trainable, self.optimizer, self.scheduler, cfg.max_grad_norm, self.dist,
+                                 self.step_count)
         stats = {"step": self.step_count, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": float(grad_norm),
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         self.step_count += 1

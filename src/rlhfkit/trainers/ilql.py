@@ -28,8 +28,8 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.models.ilql import ILQLHeads, ILQLPolicy, ilql_forward
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.trainers.checkpoint import Checkpointer
-from rlhfkit.trainers.common import (check_finite, make_optimizer, mean_stats, prepare_policy, resume_offline, run_loop,
-                                    total_steps)
+from rlhfkit.trainers.common import (check_finite, clipped_step, make_optimizer, mean_stats, prepare_policy,
+                                    resume_offline, run_loop, total_steps)
 from rlhfkit.trainers.config import ILQLConfig
 from rlhfkit.trainers.distributed import current
 from rlhfkit.trainers.sft import CHAT
@@ -99,12 +99,8 @@ class ILQLTrainer:
             check_finite("ILQL loss", loss.detach(), self.step_count)
             (loss * len(micro) / len(examples)).backward()
             parts.append((len(micro) / len(examples), stats))
-        self.dist.reduce_gradients(self.optimized)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.optimized, cfg.max_grad_norm)
-        check_finite("gradient norm", grad_norm.detach(), self.step_count)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = clipped_step(self.optimized, self.optimizer, self.scheduler, cfg.max_grad_norm, self.dist,
+                                 self.step_count)
         self.step_count += 1
         if self.step_count % cfg.steps_for_target_q_sync == 0:
             polyak_update(self.heads.target_parameters(), list(self.heads.q_heads.parameters()), cfg.alpha)

@@ -25,6 +25,7 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.models.loading import autocast_context
 from rlhfkit.trainers.common import (
     check_finite,
+    clipped_step,
     make_optimizer,
     prepare_policy,
     resume_offline,
@@ -102,12 +103,8 @@ class SFTTrainer:
             loss_sum += summed
         loss_sum = self.dist.sum(loss_sum)
         # step
-        self.dist.reduce_gradients(self.trainable)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-        check_finite("gradient norm", grad_norm.detach(), self.step_count)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = clipped_step(self.trainable, self.optimizer, self.scheduler, cfg.max_grad_norm, self.dist,
+                                 self.step_count)
         # log
         stats = {"step": self.step_count, **self._loss_stats(loss_sum / batch_tokens), "tokens": batch_tokens,
                  "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0],
