@@ -1,13 +1,16 @@
-"""Set-up shared by the offline runs (sft, dpo): model + device, data files split into train/held-out."""
+"""Set-up shared by the offline runs (sft, dpo, gkd, ilql): the run folder, model + device, data files split into
+train/held-out."""
 
 from __future__ import annotations
 
 import random
+import time
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import load_records
 from rlhfkit.models import load_policy, resolve_device, resolve_precision
 from rlhfkit.models.loading import resolve_policy_path
+from rlhfkit.pipelines.run_dir import RunDir
 from rlhfkit.trainers.distributed import process_device
 
 
@@ -18,6 +21,14 @@ def check_inputs(*models: str, device: str) -> None:
     for model in models:
         if model:
             resolve_policy_path(model)
+
+
+def open_run(cfg, prefix: str) -> RunDir:
+    """The run folder (--run-name, else `prefix`-<date>-<time>) with its config.yaml written."""
+    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime(f"{prefix}-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
+                 resume=cfg.resume)
+    run.save_config(cfg)
+    return run
 
 
 def load_offline_policy(model: str, device: str, precision: str, chat: str = "auto"):

@@ -8,8 +8,7 @@ from rlhfkit.config import ConfigError
 from rlhfkit.data.loaders import iter_rows
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import load_policy
-from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data, open_run
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import DPOConfig
 from rlhfkit.trainers.dpo import train_dpo
@@ -32,9 +31,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
         raise ConfigError(f"{cfg.data} holds thumbs rows (prompt, response, thumbs_up): those train with --loss kto; "
                           f"--loss {cfg.loss} needs pairwise rows (prompt, chosen, rejected)")
     data = load_split_data(cfg, kind, eval_kind=_detect_kind(cfg.eval_data) if cfg.eval_data else None)
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime(f"{cfg.loss}-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
-                 resume=cfg.resume)
-    run.save_config(cfg)
+    run = open_run(cfg, cfg.loss)
     policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     reference = load_policy(cfg.ref_model, device=device)[0] if cfg.ref_model else None
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "

@@ -9,8 +9,7 @@ from rlhfkit.data.schemas import DataError
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.models import load_policy
 from rlhfkit.models.loading import load_tokenizer
-from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data, open_run
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import GKDConfig
 from rlhfkit.trainers.gkd import check_same_tokenizer, train_gkd
@@ -36,9 +35,7 @@ def run_gkd(cfg: GKDConfig) -> dict:
     check_inputs(cfg.model, cfg.teacher, device=cfg.device)
     check_same_tokenizer(load_tokenizer(cfg.model), load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
     data = _records(cfg)
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("gkd-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
-                 resume=cfg.resume)
-    run.save_config(cfg)
+    run = open_run(cfg, "gkd")
     student, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     teacher, _ = load_policy(cfg.teacher, device=device)
     print(f"[rlhfkit] run folder {run.path}  device {device}  {len(data.train)} training / {len(data.eval)} held-out "

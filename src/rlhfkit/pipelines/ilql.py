@@ -11,8 +11,7 @@ import time
 
 from rlhfkit.evaluation.report import write_report
 from rlhfkit.models.ilql import save_ilql
-from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data, open_run
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import ILQLConfig
 from rlhfkit.trainers.ilql import train_ilql
@@ -25,9 +24,7 @@ def run_ilql(cfg: ILQLConfig) -> dict:
     write the run folder, print a summary."""
     check_inputs(cfg.model, device=cfg.device)
     data = load_split_data(cfg, "scored")
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("ilql-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
-                 resume=cfg.resume)
-    run.save_config(cfg)
+    run = open_run(cfg, "ilql")
     policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
           f"{len(data.train)} training / {len(data.eval)} held-out scored rows", flush=True)

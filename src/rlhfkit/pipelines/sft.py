@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 from rlhfkit.evaluation.report import write_report
-from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data
-from rlhfkit.pipelines.run_dir import RunDir
+from rlhfkit.pipelines.common import check_inputs, load_offline_policy, load_split_data, open_run
 from rlhfkit.trainers.common import save_final
 from rlhfkit.trainers.config import SFTConfig
 from rlhfkit.trainers.sft import train_sft
@@ -16,9 +15,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     """`rlhfkit sft`: load data and model, train, write the run folder, print a summary."""
     check_inputs(cfg.model, device=cfg.device)
     data = load_split_data(cfg, "sft")
-    run = RunDir(cfg.output_dir, cfg.run_name or time.strftime("sft-%Y%m%d-%H%M%S"), overwrite=cfg.overwrite,
-                 resume=cfg.resume)
-    run.save_config(cfg)
+    run = open_run(cfg, "sft")
     policy, tokenizer, device, dtype = load_offline_policy(cfg.model, cfg.device, cfg.precision, cfg.chat)
     print(f"[rlhfkit] run folder {run.path}  device {device}  precision {str(dtype).replace('torch.', '')}  "
           f"{len(data.train)} training / {len(data.eval)} held-out examples", flush=True)
