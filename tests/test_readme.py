@@ -131,6 +131,8 @@ SKIP: dict[str, str] = {
     '/work/trl112-venv/bin/pip install "trl==1.12.*"': "an install: network",
     ".venv/bin/python benchmarks/vs_trl.py --jobs ppo --precision fp32 --steps 3 --warmup 1 --repeats 2 "
     "--trl112-python /work/trl112-venv/bin/python": "a benchmark (tens of minutes) that needs TRL 1.12's virtualenv",
+    ".venv/bin/python benchmarks/vs_trl.py --jobs grpo,rloo,dpo,ppo --precision fp32 --steps 5 --warmup 2 --repeats 3 "
+    "--threads 1 --trl112-python /work/trl112-venv/bin/python": "a benchmark (about 25 minutes) that needs TRL 1.12's virtualenv",
     ".venv/bin/python benchmarks/demo_step.py --steps 2 --warmup 1 --repeats 2": "a benchmark (tens of minutes) on the embedded models",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py --quick": "the over-optimization experiment (tens of minutes)",
     "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/overopt_experiment.py": "the over-optimization experiment (about an hour here)",
