@@ -276,7 +276,7 @@ class DPOTrainer:
             parts.append((weight, {"loss": loss.detach(), **stats}))
         grad_norm = clipped_step(self.trainable, self.optimizer, self.scheduler, cfg.max_grad_norm, self.dist,
                                  self.step_count)
-        stats = {"step": self.step_count, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": float(grad_norm),
+        stats = {"step": self.step_count, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": grad_norm,
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         self.step_count += 1
         if self.logger is not None:

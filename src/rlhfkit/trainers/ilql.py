@@ -104,7 +104,7 @@ class ILQLTrainer:
         self.step_count += 1
         if self.step_count % cfg.steps_for_target_q_sync == 0:
             polyak_update(self.heads.target_parameters(), list(self.heads.q_heads.parameters()), cfg.alpha)
-        stats = {"step": self.step_count - 1, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": float(grad_norm),
+        stats = {"step": self.step_count - 1, **self.dist.sum_dict(mean_stats(parts)), "grad_norm": grad_norm,
                  "learning_rate": self.scheduler.get_last_lr()[0], "time/step": time.perf_counter() - t0}
         if self.logger is not None:
             self.logger({"stage": "ilql", **stats})

@@ -107,7 +107,7 @@ class SFTTrainer:
                                  self.step_count)
         # log
         stats = {"step": self.step_count, **self._loss_stats(loss_sum / batch_tokens), "tokens": batch_tokens,
-                 "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0],
+                 "grad_norm": grad_norm, "learning_rate": self.scheduler.get_last_lr()[0],
                  "time/step": time.perf_counter() - t0}
         self.step_count += 1
         if self.logger is not None:
